@@ -1,0 +1,58 @@
+#pragma once
+// Applies a batch of decoded items in ONE database transaction: for each
+// event a savepoint, the processed_events row (a duplicate stops here), the
+// timeline row, then the handler's effects. An item that fails permanently
+// (undecodable, unknown type, a handler's kPermanent, a constraint the data
+// violates) is rolled back to its savepoint and becomes a dead_letters row
+// in the same transaction, so the batch's other events still apply and the
+// commit covers everything the offsets will say is done.
+//
+// A transient or fatal error anywhere aborts the whole transaction and is
+// returned: the caller retries the same batch later (nothing was written).
+//
+// Used on the consumer thread by the consume loop and by dead-letter replay.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/core/status.h"
+#include "db/database.h"
+#include "queue/decode.h"
+
+namespace crm {
+
+struct WorkItem {
+  queue::DecodedItem item;
+  std::optional<std::string> key;
+  std::string headers_json;  // for the dead letter, "[]" when none
+};
+
+enum class Outcome { kApplied, kDuplicate, kDeadLetter };
+
+struct ItemResult {
+  Outcome outcome = Outcome::kApplied;
+  std::string reason;  // dead letters: a stable token
+  std::string error;   // dead letters: one human line
+  bool new_dead_letter = false;  // false when a redelivery found the row already there
+};
+
+// Applies the items inside an already open transaction. Returns ok with
+// one result per item, or the transient/fatal error that must abort `tx`.
+Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& items,
+                   std::vector<ItemResult>* results);
+
+// The same, in a transaction of its own on `db`.
+Status apply_batch(db::Database& db, const std::vector<WorkItem>& items,
+                   std::vector<ItemResult>* results);
+
+// Headers of a Kafka message as the JSON kept with its dead letter.
+std::string headers_to_json(const queue::RawMessage& msg);
+
+// Rebuilds a RawMessage from a stored dead letter (for replay).
+queue::RawMessage raw_message_from_dead_letter(const MessageOrigin& origin,
+                                               const std::optional<std::string>& key,
+                                               const std::string& payload,
+                                               const std::string& headers_json);
+
+}  // namespace crm

@@ -1,0 +1,38 @@
+#pragma once
+// Helpers shared by the subcommands: option parsing, configuration loading
+// with error reporting, usage errors.
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/config.h"
+
+namespace crm {
+
+struct Options {
+  std::map<std::string, std::string> values;  // "--config" → "file"
+  std::set<std::string> flags;                // "--all"
+  std::vector<std::string> positional;
+};
+
+// Accepts "--name value" and "--name=value" for `valued`, bare `flags`.
+bool parse_options(const std::vector<std::string>& args, const std::vector<std::string>& valued,
+                   const std::vector<std::string>& flags, Options* out, std::string* error);
+
+// Loads the configuration named by --config (or defaults + environment),
+// printing every error on stderr. Also applies the log settings.
+std::optional<Config> load_config_or_report(const Options& opts);
+
+// The libpq connection string for the configuration.
+std::string database_conninfo(const Config& config);
+
+// Prints "crm-worker: <message>" and returns the usage exit code.
+int usage_error(const std::string& message);
+void print_usage(std::FILE* to);
+
+}  // namespace crm

@@ -1,0 +1,178 @@
+#pragma once
+// The one typed configuration of crm-worker (SPEC.md §3).
+//
+// Sources, later ones win: built-in defaults, the TOML file, environment
+// variables. Secrets come only from the environment or from systemd
+// credential files ($CREDENTIALS_DIRECTORY/<name>), never from the TOML file,
+// and are never printed: `render_effective()` masks them.
+//
+// Loaded once on the main thread at start (and again on SIGHUP for the log
+// level only); the rest of the program receives a const reference.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/core/time.h"
+
+namespace crm {
+
+// A secret value. Holds the text but prints only "****" (or "(unset)").
+class Secret {
+ public:
+  Secret() = default;
+  explicit Secret(std::string value) : value_(std::move(value)) {}
+  bool empty() const { return !value_ || value_->empty(); }
+  bool is_set() const { return value_.has_value(); }
+  const std::string& reveal() const;  // for the HTTP client only
+  std::string masked() const { return is_set() ? "****" : "(unset)"; }
+  friend bool operator==(const Secret&, const Secret&) = default;
+
+ private:
+  std::optional<std::string> value_;
+};
+
+struct KafkaTopics {
+  std::string outreach = "crm.outreach.events";
+  std::string sync = "crm.sync.jobs";
+  std::string followups = "crm.followups";
+  std::string sendgrid = "sendgrid.events";
+  std::string dead_letter = "crm.dead-letter";
+  bool operator==(const KafkaTopics&) const = default;
+};
+
+struct KafkaConfig {
+  // "embedded" runs librdkafka's mock cluster inside the daemon.
+  std::string brokers = "embedded";
+  std::string group_id = "crm-worker";
+  KafkaTopics topics;
+  // Passed to librdkafka as is. Values are strings; TOML numbers and
+  // booleans are converted ("true", "6000"). Keys whose name suggests a
+  // secret (sasl.password, ssl.key.password, ...) are masked when printed.
+  std::map<std::string, std::string> properties;
+  // Only with brokers = "embedded": how many partitions each topic gets and
+  // where to write the embedded broker's bootstrap address (for kcat, tests).
+  int embedded_partitions = 6;
+  std::string embedded_port_file;
+  bool operator==(const KafkaConfig&) const = default;
+};
+
+struct DatabaseConfig {
+  // Masked when printed if it carries a password.
+  std::string url = "postgresql:///crm";
+  int pool_size = 2;                 // connections used by the daemon
+  Millis connect_timeout{5000};
+  // Credential database_password only. libpq's own PGPASSWORD / PGPASSFILE
+  // and a password in `url` keep working; this one is for systemd's
+  // LoadCredential=, which libpq cannot read by itself.
+  Secret password;
+  bool operator==(const DatabaseConfig&) const = default;
+};
+
+struct HubspotConfig {
+  std::string base_url = "https://api.hubapi.com";
+  std::string id_property = "crm_id";
+  int requests_per_10s = 100;
+  Secret token;  // CRM_WORKER_HUBSPOT_TOKEN / credential hubspot_token
+  bool operator==(const HubspotConfig&) const = default;
+};
+
+struct SendgridConfig {
+  std::string base_url = "https://api.sendgrid.com";
+  Secret api_key;  // CRM_WORKER_SENDGRID_API_KEY / credential sendgrid_api_key
+  bool operator==(const SendgridConfig&) const = default;
+};
+
+struct SlackConfig {
+  Secret webhook_url;  // CRM_WORKER_SLACK_WEBHOOK_URL / credential slack_webhook_url
+  bool operator==(const SlackConfig&) const = default;
+};
+
+struct HttpConfig {
+  std::string listen = "127.0.0.1:9464";
+  bool operator==(const HttpConfig&) const = default;
+};
+
+struct LogConfig {
+  std::string level = "info";   // debug, info, warn, error
+  std::string format = "json";  // json, text
+  bool operator==(const LogConfig&) const = default;
+};
+
+struct RetryConfig {
+  int max_attempts = 10;
+  Millis initial_backoff{1000};
+  Millis max_backoff{600000};
+  bool operator==(const RetryConfig&) const = default;
+};
+
+struct FollowupsConfig {
+  std::vector<Millis> email_sequence{Millis{3LL * 24 * 3600 * 1000},
+                                     Millis{7LL * 24 * 3600 * 1000}};
+  bool operator==(const FollowupsConfig&) const = default;
+};
+
+// How the consume loop batches and bounds its input.
+struct ConsumerConfig {
+  int batch_max_events = 500;         // events applied in one transaction
+  Millis batch_max_wait{50};          // linger before a partial batch is applied
+  Millis drain_timeout{20000};        // SIGTERM: finish in-flight work within this
+  std::int64_t max_message_bytes = 1 << 20;  // larger → dead letter "too_large"
+  int max_json_depth = 32;                    // deeper → dead letter "too_deep"
+  std::int64_t max_string_bytes = 64 * 1024;  // longer string → "too_large"
+  int max_batch_elements = 10000;  // SendGrid array elements per message
+  bool operator==(const ConsumerConfig&) const = default;
+};
+
+struct Config {
+  KafkaConfig kafka;
+  DatabaseConfig database;
+  HubspotConfig hubspot;
+  SendgridConfig sendgrid;
+  SlackConfig slack;
+  HttpConfig http;
+  LogConfig log;
+  RetryConfig retry;
+  FollowupsConfig followups;
+  ConsumerConfig consumer;
+
+  // Where the values came from, for messages ("(defaults)" if no file).
+  std::string source_file;
+  // Compares every field, source_file included (tests: render → load round trip).
+  bool operator==(const Config&) const = default;
+};
+
+// One problem found while loading: "file:line: key: what is wrong".
+struct ConfigError {
+  std::string file;
+  int line = 0;  // 0 when not from the file (environment, defaults)
+  std::string key;
+  std::string message;
+  std::string to_string() const;
+};
+
+struct ConfigLoadResult {
+  Config config;
+  std::vector<ConfigError> errors;  // empty = valid
+  bool ok() const { return errors.empty(); }
+};
+
+// The environment to read; injectable so tests do not touch the process env.
+using Environment = std::map<std::string, std::string>;
+Environment process_environment();
+
+// Loads defaults, then `path` (if not empty; a missing file is an error),
+// then `env`. Reports every problem, not just the first: unknown keys,
+// wrong types, out-of-range values, bad durations, a secret in the file.
+ConfigLoadResult load_config(const std::string& path, const Environment& env);
+
+// The effective configuration as TOML text, secrets masked. Used by
+// check-config; safe to print and log.
+std::string render_effective(const Config& config);
+
+// A database URL / conninfo with any password replaced by "****".
+std::string mask_database_url(const std::string& url);
+
+}  // namespace crm

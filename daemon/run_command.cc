@@ -1,0 +1,180 @@
+// `crm-worker run`: wires the daemon together and runs the consume loop on
+// the main thread until SIGTERM (drain, exit 0) or a fatal error (exit 1).
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "daemon/cli_support.h"
+#include "daemon/commands.h"
+#include "daemon/consume_loop.h"
+#include "daemon/lifecycle.h"
+#include "daemon/logging.h"
+#include "db/database.h"
+#include "db/migrations.h"
+#include "handlers/routing.h"
+#include "monitoring/http_server.h"
+#include "monitoring/probes.h"
+#include "queue/dead_letter_producer.h"
+#include "queue/dev_broker.h"
+#include "queue/kafka_consumer.h"
+
+namespace crm {
+namespace {
+
+std::vector<std::string> consumed_topics(const Config& c) {
+  return {c.kafka.topics.outreach, c.kafka.topics.sync, c.kafka.topics.followups,
+          c.kafka.topics.sendgrid};
+}
+
+// Writes `text` to `path` atomically (readers never see half a file).
+bool write_file_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return false;
+    out << text << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// Connects and migrates, retrying while the database is unreachable (it may
+// start after us) until a stop is requested. Fatal problems (a schema newer
+// than this binary, a failing migration) end the start.
+Status prepare_database(db::Database& db, Lifecycle& lifecycle) {
+  auto delay = std::chrono::milliseconds(250);
+  for (int attempt = 0;; ++attempt) {
+    auto conn = db.connection();
+    Status s;
+    if (conn) {
+      auto report = db::apply_migrations(**conn, db::embedded_migrations());
+      if (report) {
+        log::info("database schema up to date", {{"applied", report->applied},
+                                                  {"version", report->current_version}});
+        return Status::ok();
+      }
+      s = report.status();
+      db.disconnect();
+    } else {
+      s = conn.status();
+    }
+    if (!s.is_transient()) return s;
+    if (attempt == 0 || attempt % 10 == 0) {
+      log::warn("database not reachable, retrying", {{"error", s.message()}});
+    }
+    auto until = std::chrono::steady_clock::now() + delay;
+    while (std::chrono::steady_clock::now() < until) {
+      if (lifecycle.stop_requested()) return Status::transient("stopped", "stopped before the database was reachable");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    delay = std::min(delay * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+}  // namespace
+
+int command_run(const std::vector<std::string>& args) {
+  Options opts;
+  std::string error;
+  if (!parse_options(args, {"--config"}, {}, &opts, &error)) return usage_error(error);
+  if (!opts.positional.empty()) return usage_error("run takes no arguments");
+  auto loaded = load_config_or_report(opts);
+  if (!loaded) return kExitUsage;
+  const Config config = *loaded;
+  const std::string config_path = opts.values.count("--config") ? opts.values.at("--config") : "";
+
+  Lifecycle::block_signals();
+  Lifecycle lifecycle;
+  log::info("starting", {{"version", CRM_WORKER_VERSION},
+                         {"revision", CRM_WORKER_REVISION},
+                         {"config", config.source_file},
+                         {"group", config.kafka.group_id}});
+
+  std::unique_ptr<queue::DevBroker> embedded;
+  std::string bootstrap = config.kafka.brokers;
+  if (config.kafka.brokers == "embedded") {
+    std::vector<std::string> topics = consumed_topics(config);
+    topics.push_back(config.kafka.topics.dead_letter);
+    auto broker = queue::DevBroker::start(1, config.kafka.embedded_partitions, topics);
+    if (!broker) {
+      log::error("cannot start the embedded broker", {{"error", broker.status().message()}});
+      return kExitFailure;
+    }
+    embedded = std::move(*broker);
+    bootstrap = embedded->bootstrap_servers();
+    log::warn("using the embedded development broker: data lives in this process only",
+              {{"bootstrap", bootstrap}});
+    if (!config.kafka.embedded_port_file.empty() &&
+        !write_file_atomically(config.kafka.embedded_port_file, bootstrap)) {
+      log::error("cannot write the embedded broker's port file",
+                 {{"path", config.kafka.embedded_port_file}});
+      return kExitFailure;
+    }
+  }
+
+  db::Database db(database_conninfo(config));
+  if (Status s = prepare_database(db, lifecycle); !s) {
+    if (lifecycle.stop_requested()) return kExitOk;
+    log::error("cannot prepare the database", {{"error", s.message()}});
+    return kExitFailure;
+  }
+
+  std::vector<std::string> types;
+  for (auto t : handlers::routed_types()) types.emplace_back(t);
+  std::vector<std::string> metric_topics = consumed_topics(config);
+  metric_topics.push_back(config.kafka.topics.dead_letter);
+  monitoring::Metrics metrics(metric_topics, types);
+
+  auto consumer = queue::KafkaConsumer::create(
+      config, bootstrap, {.on_lag = [&](const auto& lags) { metrics.set_lag(lags); }});
+  if (!consumer) {
+    log::error("cannot create the Kafka consumer", {{"error", consumer.status().message()}});
+    return consumer.status().is_permanent() ? kExitUsage : kExitFailure;
+  }
+  auto producer = queue::DeadLetterProducer::create(config, bootstrap);
+  if (!producer) {
+    log::error("cannot create the dead-letter producer", {{"error", producer.status().message()}});
+    return kExitFailure;
+  }
+  if (Status s = (*consumer)->subscribe(consumed_topics(config)); !s) {
+    log::error("cannot subscribe", {{"error", s.message()}});
+    return kExitFailure;
+  }
+
+  auto reload = [&] {
+    ConfigLoadResult r = load_config(config_path, process_environment());
+    log::Level level;
+    if (r.ok() && log::parse_level(r.config.log.level, &level)) {
+      log::set_level(level);
+      log::info("configuration reloaded", {{"log_level", r.config.log.level}});
+    } else {
+      log::warn("reload ignored: the configuration has errors",
+                {{"errors", static_cast<long>(r.errors.size())}});
+    }
+  };
+  ConsumeLoop loop(config, db, **consumer, **producer, metrics, lifecycle, reload);
+
+  auto http = monitoring::HttpServer::start(config.http.listen, metrics.registry(), [&]() -> std::string {
+    if (!db.reachable()) return "database not reachable";
+    if (!loop.assignment_received()) return "no Kafka assignment yet";
+    return "";
+  });
+  if (!http) {
+    log::error("cannot start the HTTP endpoint", {{"error", http.status().message()}});
+    return kExitFailure;
+  }
+  log::info("serving metrics and health", {{"listen", config.http.listen}});
+
+  Status result = loop.run();
+  lifecycle.notify_stopping();
+  (*consumer)->close(config.consumer.drain_timeout);
+  if (!result) {
+    log::error("stopping on a fatal error", {{"reason", result.reason()}, {"error", result.message()}});
+    return kExitFailure;
+  }
+  log::info("stopped");
+  return kExitOk;
+}
+
+}  // namespace crm

@@ -1,0 +1,103 @@
+#include "db/database.h"
+
+#include <string_view>
+
+#include "daemon/logging.h"
+
+namespace crm::db {
+namespace {
+
+bool transient_sqlstate(const std::string& state) {
+  if (state.size() != 5) return false;
+  std::string_view cls(state.data(), 2);
+  return cls == "08"          // connection exception
+         || cls == "53"       // insufficient resources (too many connections, disk full)
+         || cls == "57"       // operator intervention (admin shutdown, cannot connect now)
+         || cls == "40"       // transaction rollback: serialization failure, deadlock
+         || state == "25006"  // read-only SQL transaction (database in recovery / read only)
+         || state == "55P03"; // lock not available
+}
+
+}  // namespace
+
+Status classify_exception(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const pqxx::in_doubt_error& ex) {
+    return Status::transient("commit_in_doubt", ex.what());
+  } catch (const pqxx::broken_connection& ex) {
+    return Status::transient("db_unavailable", ex.what());
+  } catch (const pqxx::transaction_rollback& ex) {
+    return Status::transient("db_conflict", ex.what());
+  } catch (const pqxx::sql_error& ex) {
+    if (transient_sqlstate(ex.sqlstate())) {
+      return Status::transient("db_unavailable", ex.what());
+    }
+    return Status::permanent("db_rejected", std::string("SQLSTATE ") + ex.sqlstate() + ": " + ex.what());
+  } catch (const pqxx::usage_error& ex) {
+    return Status::fatal("db_usage", ex.what());
+  } catch (const pqxx::failure& ex) {
+    // Other libpqxx failures are almost always about the connection.
+    return Status::transient("db_unavailable", ex.what());
+  } catch (const std::bad_alloc&) {
+    return Status::fatal("out_of_memory", "out of memory");
+  } catch (const std::exception& ex) {
+    return Status::permanent("internal", ex.what());
+  } catch (...) {
+    return Status::permanent("internal", "unknown exception");
+  }
+}
+
+Database::Database(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+
+Result<pqxx::connection*> Database::connection() {
+  if (conn_ && conn_->is_open()) return conn_.get();
+  conn_.reset();
+  try {
+    conn_ = std::make_unique<pqxx::connection>(conninfo_);
+    reachable_.store(true);
+    return conn_.get();
+  } catch (...) {
+    reachable_.store(false);
+    return classify_exception(std::current_exception());
+  }
+}
+
+void Database::disconnect() { conn_.reset(); }
+
+Status Database::transact(const std::function<Status(pqxx::work&)>& body) {
+  auto c = connection();
+  if (!c) return c.status();
+  try {
+    pqxx::work tx(**c);
+    Status s = body(tx);
+    if (!s) {
+      tx.abort();
+      if (s.is_transient()) disconnect();
+      return s;
+    }
+    tx.commit();
+    reachable_.store(true);
+    return Status::ok();
+  } catch (...) {
+    Status s = classify_exception(std::current_exception());
+    if (s.is_transient()) {
+      reachable_.store(false);
+      disconnect();
+    }
+    return s;
+  }
+}
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 0xf]);
+  }
+  return out;
+}
+
+}  // namespace crm::db

@@ -1,0 +1,56 @@
+#pragma once
+// The daemon's PostgreSQL connection: connects lazily, reconnects after a
+// failure, and maps libpqxx exceptions to error kinds in one place.
+//
+// Owned and used by one thread (a libpqxx connection is not thread-safe):
+// the consumer thread. Other threads learn the database's health through
+// reachable(), which is a plain atomic flag.
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <pqxx/pqxx>
+
+#include "daemon/core/status.h"
+
+namespace crm::db {
+
+// Maps an exception thrown by libpqxx (or anything else) to a Status.
+//   broken_connection, SQLSTATE classes 08/53/57, read-only (25006),
+//   serialization failure / deadlock (40001/40P01) → kTransient.
+//   in_doubt_error → kTransient as well: the commit may or may not have
+//     happened, and retrying is safe only because every write we make is
+//     idempotent (processed_events, ON CONFLICT, monotonic updates). Keep it so.
+//   Other SQL errors (constraint violations, bad data) → kPermanent.
+Status classify_exception(std::exception_ptr e);
+
+class Database {
+ public:
+  explicit Database(std::string conninfo);
+
+  // Runs `body` in one read-committed transaction and commits it if body
+  // returns ok. Any exception is classified; a transient one drops the
+  // connection so the next call reconnects.
+  Status transact(const std::function<Status(pqxx::work&)>& body);
+
+  // The live connection, connecting first if needed.
+  Result<pqxx::connection*> connection();
+  void disconnect();
+
+  // Last known health, for /readyz. Set by every transact().
+  bool reachable() const { return reachable_.load(); }
+
+ private:
+  std::string conninfo_;
+  std::unique_ptr<pqxx::connection> conn_;
+  std::atomic<bool> reachable_{false};
+};
+
+// Hex text of raw bytes ("\x" not included), for bytea parameters through
+// decode($n, 'hex'): payloads may hold NUL or invalid UTF-8.
+std::string to_hex(std::string_view bytes);
+
+}  // namespace crm::db

@@ -1,0 +1,73 @@
+#pragma once
+// PostgreSQL implementations of the handler stores (handlers/handler.h) and
+// of the event log the applier writes around every event: processed_events,
+// the outreach_activities timeline and dead_letters.
+//
+// Every object here is bound to one open transaction (or savepoint) and used
+// on the consumer thread only. SQL is always parameterised.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "handlers/handler.h"
+
+namespace crm::db {
+
+class PgProspectStore final : public handlers::ProspectStore {
+ public:
+  explicit PgProspectStore(pqxx::transaction_base& tx) : tx_(tx) {}
+  Status apply_discovered(const handlers::ProspectProfile& profile, Timestamp at,
+                          const std::string& event_id) override;
+  Status record_stage(const std::string& prospect_id, const std::string& stage, Timestamp at,
+                      const std::string& notes) override;
+
+ private:
+  pqxx::transaction_base& tx_;
+};
+
+// Inserts the event's processed_events row. False if it was already there
+// (a duplicate delivery): the caller must then apply nothing.
+bool record_processed(pqxx::transaction_base& tx, const Event& event);
+
+// Appends the event to the outreach_activities timeline.
+void append_timeline(pqxx::transaction_base& tx, const Event& event);
+
+// A message (or SendGrid element) that cannot be applied.
+struct DeadLetter {
+  MessageOrigin origin;
+  std::optional<std::string> key;
+  std::string payload;  // raw bytes
+  std::string headers_json;  // JSON array of {"name","value"|"value_hex"}
+  std::string reason;
+  std::string error;
+  std::string event_id;    // empty when the message could not be decoded
+  std::string event_type;
+};
+
+// Inserts the dead_letters row; a redelivered message finds its row already
+// there and changes nothing. Returns true if the row is new.
+bool insert_dead_letter(pqxx::transaction_base& tx, const DeadLetter& dl);
+
+// A dead letter an operator asked to replay (`crm-worker dlq replay`).
+struct ReplayRequest {
+  std::string id;
+  MessageOrigin origin;
+  std::optional<std::string> key;
+  std::string payload;
+  std::string headers_json;
+};
+
+// Claims up to `limit` requested replays with FOR UPDATE SKIP LOCKED, so
+// several instances never replay the same one at once.
+std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit);
+void mark_replayed(pqxx::transaction_base& tx, const std::string& id);
+void mark_replay_failed(pqxx::transaction_base& tx, const std::string& id,
+                        const std::string& reason, const std::string& error);
+
+// True if `s` is valid UTF-8 without NUL, i.e. storable as PostgreSQL text.
+bool is_storable_text(std::string_view s);
+
+}  // namespace crm::db

@@ -1,0 +1,63 @@
+#pragma once
+// Metric probes: the only place that touches prometheus-cpp objects, so
+// business code calls probe methods and never sees a metric. Every label
+// value comes from an allow-list fixed at construction (topics from the
+// configuration, event types from the routing table, reasons from the
+// decoder's tokens); anything else is reported as "other", so hostile input
+// cannot create new series.
+//
+// Thread-safe (prometheus-cpp metrics are); shared by the consumer thread
+// and the HTTP server's threads.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "queue/kafka_consumer.h"
+
+namespace crm::monitoring {
+
+class Metrics {
+ public:
+  Metrics(std::vector<std::string> topics, std::vector<std::string> event_types);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // outcome: applied, duplicate, dead_letter.
+  void event(const std::string& topic, const std::string& type, const std::string& outcome);
+  void apply_seconds(double seconds);
+  void dead_letter(const std::string& topic, const std::string& reason);
+  // Replaces the lag series with the given set (unassigned partitions vanish).
+  void set_lag(const std::vector<queue::PartitionLag>& lags);
+
+ private:
+  std::string topic_label(const std::string& topic) const;
+  std::string type_label(const std::string& type) const;
+  std::string reason_label(const std::string& reason) const;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::set<std::string> topics_;
+  std::set<std::string> types_;
+  prometheus::Family<prometheus::Counter>* events_;
+  prometheus::Family<prometheus::Counter>* dead_letters_;
+  prometheus::Family<prometheus::Gauge>* lag_;
+  prometheus::Histogram* apply_seconds_;
+  std::mutex lag_mutex_;
+  std::map<queue::TopicPartition, prometheus::Gauge*> lag_series_;
+};
+
+// The reasons a dead letter may carry (decoder tokens, unknown_type, and
+// the handlers' own). Others are counted as "other".
+const std::set<std::string>& dead_letter_reasons();
+
+}  // namespace crm::monitoring

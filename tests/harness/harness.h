@@ -1,0 +1,141 @@
+#pragma once
+// The integration-test harness (TESTPLAN.md): a database of its own in the
+// throwaway PostgreSQL cluster the ctest fixture started, the dev broker as
+// a real process with its control socket, crm-worker processes, and a
+// producer that records what the broker acknowledged.
+//
+// Everything is loopback-only and every wait has a deadline.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+namespace crm::test {
+
+using namespace std::chrono_literals;
+
+// Polls `condition` every 50 ms until it holds or `timeout` passes.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// A fresh temporary directory, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A database of its own, created in the cluster named by $CRM_TEST_PG_DIR
+// (see scripts/pg.sh) and dropped at the end.
+class TestDatabase {
+ public:
+  TestDatabase();
+  ~TestDatabase();
+  // libpq connection string for this database.
+  const std::string& conninfo() const { return conninfo_; }
+  // A postgresql:// URL for crm-worker's database.url.
+  const std::string& url() const { return url_; }
+  std::unique_ptr<pqxx::connection> connect() const;
+  // Runs a query and returns the first column of the first row as text
+  // ("" for none / NULL).
+  std::string scalar(const std::string& sql) const;
+  long long count(const std::string& sql) const;
+
+ private:
+  std::string admin_conninfo_;
+  std::string name_;
+  std::string conninfo_;
+  std::string url_;
+};
+
+// A child process with its stdout/stderr in files.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::map<std::string, std::string> env,
+          const std::string& log_path);
+  ~Process();  // SIGKILL if still running
+  pid_t pid() const { return pid_; }
+  bool running();
+  void signal(int sig);
+  // Waits for the exit status; nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  const std::string& log_path() const { return log_path_; }
+  std::string log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_path_;
+};
+
+// `crm-worker dev-broker` in its own process, with its control socket.
+class DevBrokerProcess {
+ public:
+  explicit DevBrokerProcess(int brokers = 3, int partitions = 6);
+  const std::string& bootstrap() const { return bootstrap_; }
+  // Sends one control command, returns the answer line.
+  std::string control(const std::string& command);
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<Process> process_;
+  std::string bootstrap_;
+};
+
+// crm-worker run, configured by environment for one test.
+class WorkerProcess {
+ public:
+  WorkerProcess(const TestDatabase& db, const std::string& bootstrap,
+                std::map<std::string, std::string> extra_env = {},
+                const std::string& config_toml = "");
+  ~WorkerProcess();
+  Process& process() { return *process_; }
+  int http_port() const { return http_port_; }
+  // GET http://127.0.0.1:<port><path>; returns {status, body}.
+  std::pair<int, std::string> http_get(const std::string& path) const;
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<Process> process_;
+  int http_port_ = 0;
+};
+
+// A librdkafka producer that waits for every acknowledgement.
+class Producer {
+ public:
+  explicit Producer(const std::string& bootstrap);
+  ~Producer();
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  // Produces and waits for the ack; returns the offset, or -1 on failure.
+  long long send(const std::string& topic, const std::string& key, const std::string& value,
+                 const Headers& headers = {}, int partition = -1);
+
+ private:
+  void* rk_ = nullptr;
+};
+
+// A structured-mode CloudEvent for crm.prospect.discovered.
+std::string discovered_event(const std::string& event_id, const std::string& prospect_id,
+                             const std::string& name, const std::string& time,
+                             const std::string& extra_data = "");
+
+// A free TCP port on 127.0.0.1 (bound and released).
+int free_port();
+
+// Path of the crm-worker binary under test.
+std::string worker_binary();
+
+}  // namespace crm::test
