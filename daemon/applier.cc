@@ -27,22 +27,28 @@ db::DeadLetter dead_letter_for(const WorkItem& w, const std::string& reason,
 
 // Applies one event under its own savepoint. Permanent failures come back
 // as a kPermanent Status after the savepoint was rolled back.
+//
+// Savepoints are plain SQL on the batch's transaction rather than
+// pqxx::subtransaction: libpqxx 6.4 opens a subtransaction lazily and
+// exec_params() does not open it, so its abort() silently rolled back
+// nothing (a dead-lettered event kept its processed_events row). The
+// consume-loop and replay tests catch that.
 Status apply_event(pqxx::transaction_base& tx, const Event& ev, const handlers::Handler& handler,
                    bool* duplicate) {
-  pqxx::subtransaction sp(dynamic_cast<pqxx::dbtransaction&>(tx), "event");
   Status result;
   try {
-    if (!db::record_processed(sp, ev)) {
+    tx.exec0("SAVEPOINT crm_event");
+    if (!db::record_processed(tx, ev)) {
       *duplicate = true;
-      sp.commit();
+      tx.exec0("RELEASE SAVEPOINT crm_event");
       return Status::ok();
     }
-    db::append_timeline(sp, ev);
-    db::PgProspectStore prospects(sp);
+    db::append_timeline(tx, ev);
+    db::PgProspectStore prospects(tx);
     handlers::Stores stores{prospects};
     result = handler.handle(ev, stores);
     if (result) {
-      sp.commit();
+      tx.exec0("RELEASE SAVEPOINT crm_event");
       return result;
     }
   } catch (...) {
@@ -50,7 +56,8 @@ Status apply_event(pqxx::transaction_base& tx, const Event& ev, const handlers::
   }
   if (result.is_permanent()) {
     try {
-      sp.abort();
+      tx.exec0("ROLLBACK TO SAVEPOINT crm_event");
+      tx.exec0("RELEASE SAVEPOINT crm_event");
     } catch (...) {
       return db::classify_exception(std::current_exception());
     }

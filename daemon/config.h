@@ -51,6 +51,8 @@ struct KafkaConfig {
   // Passed to librdkafka as is. Values are strings; TOML numbers and
   // booleans are converted ("true", "6000"). Keys whose name suggests a
   // secret (sasl.password, ssl.key.password, ...) are masked when printed.
+  // "sasl.password" may also come from CRM_WORKER_KAFKA_SASL_PASSWORD or the
+  // credential kafka_sasl_password (which win), so it need not be in the file.
   std::map<std::string, std::string> properties;
   // Only with brokers = "embedded": how many partitions each topic gets and
   // where to write the embedded broker's bootstrap address (for kcat, tests).

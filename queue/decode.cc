@@ -188,7 +188,8 @@ std::optional<Status> check_text(std::string_view v, const std::string& what,
 // as the tokens arrive: string and key length, no NUL, finite numbers, no
 // duplicate keys. Checking here rather than walking the finished DOM means
 // no recursion of our own, an early stop on a huge string, and duplicate keys
-// are still visible (the DOM keeps only the last one).
+// are still visible (the DOM keeps only the last one). One instance per
+// parse_json_limited call, on the caller's thread.
 class LimitedHandler {
  public:
   // Required by basic_parser. Our own, smaller limit is checked per call.
@@ -636,7 +637,8 @@ Result<boost::json::value> parse_json_limited(std::string_view text, const Decod
     }
 
     json::parse_options options;
-    options.max_depth = limits.max_json_depth > 0 ? static_cast<std::size_t>(limits.max_json_depth) : 0;
+    options.max_depth =
+        limits.max_json_depth > 0 ? static_cast<std::size_t>(limits.max_json_depth) : 0;
     json::basic_parser<LimitedHandler> parser(options, limits);
     json::error_code ec;
     const std::size_t used = parser.write_some(false, text.data(), text.size(), ec);

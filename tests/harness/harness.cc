@@ -1,5 +1,7 @@
 #include "tests/harness/harness.h"
 
+#include "db/migrations.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -96,6 +98,11 @@ TestDatabase::TestDatabase() {
     if (w.rfind("user=", 0) == 0) user = w.substr(5);
   }
   url_ = "postgresql://" + user + "@/" + name_ + "?host=" + host + "&port=" + port;
+  // The schema is there before the test looks (crm-worker run applies it
+  // too, as a no-op then; the migrations have their own test).
+  pqxx::connection c(conninfo_);
+  auto report = crm::db::apply_migrations(c, crm::db::embedded_migrations());
+  if (!report) throw std::runtime_error("migrations failed: " + report.status().message());
 }
 
 TestDatabase::~TestDatabase() {
@@ -348,6 +355,77 @@ std::string discovered_event(const std::string& event_id, const std::string& pro
          R"(","source":"test","type":"crm.prospect.discovered","time":")" + time +
          R"(","data":{"prospect_id":")" + prospect_id + R"(","name":")" + name + "\"" +
          (extra_data.empty() ? "" : "," + extra_data) + "}}";
+}
+
+}  // namespace crm::test
+
+namespace crm::test {
+
+std::vector<ConsumedMessage> consume_topic(const std::string& bootstrap, const std::string& topic,
+                                           size_t expected, std::chrono::milliseconds timeout) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  std::string group = "test-reader-" + random_suffix();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof err);
+  rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err, sizeof err);
+  rd_kafka_conf_set(conf, "session.timeout.ms", "6000", err, sizeof err);
+  rd_kafka_conf_set(conf, "heartbeat.interval.ms", "500", err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  rd_kafka_poll_set_consumer(rk);
+  auto* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  std::vector<ConsumedMessage> out;
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (out.size() < expected && std::chrono::steady_clock::now() < until) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+    if (m == nullptr) continue;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      ConsumedMessage c;
+      if (m->key) c.key.assign(static_cast<const char*>(m->key), m->key_len);
+      if (m->payload) c.value.assign(static_cast<const char*>(m->payload), m->len);
+      rd_kafka_headers_t* h = nullptr;
+      if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char* name;
+        const void* value;
+        size_t size;
+        for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &value, &size) == 0; ++i) {
+          c.headers[name] = value ? std::string(static_cast<const char*>(value), size) : "";
+        }
+      }
+      out.push_back(std::move(c));
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+std::pair<int, std::string> run_cli(const std::vector<std::string>& args,
+                                    const std::map<std::string, std::string>& env) {
+  TempDir dir;
+  std::vector<std::string> argv{worker_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::map<std::string, std::string> e = env;
+  if (!e.count("CRM_WORKER_LOG_FORMAT")) e["CRM_WORKER_LOG_FORMAT"] = "text";
+  Process p(argv, e, dir.file("out.log"));
+  auto code = p.wait(60s);
+  return {code.value_or(-1), p.log()};
+}
+
+double metric_sum(const std::string& text, const std::string& prefix) {
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    auto space = line.rfind(' ');
+    if (space != std::string::npos) sum += std::atof(line.c_str() + space + 1);
+  }
+  return sum;
 }
 
 }  // namespace crm::test

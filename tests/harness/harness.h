@@ -17,6 +17,9 @@
 #include <utility>
 #include <vector>
 
+#include <fstream>
+#include <thread>
+
 #include <pqxx/pqxx>
 
 namespace crm::test {
@@ -137,5 +140,29 @@ int free_port();
 
 // Path of the crm-worker binary under test.
 std::string worker_binary();
+
+}  // namespace crm::test
+
+namespace crm::test {
+
+struct ConsumedMessage {
+  std::string key;
+  std::string value;
+  std::map<std::string, std::string> headers;
+};
+
+// Reads `topic` from the beginning with a fresh consumer group until
+// `expected` messages arrived or `timeout` passed.
+std::vector<ConsumedMessage> consume_topic(const std::string& bootstrap, const std::string& topic,
+                                           size_t expected, std::chrono::milliseconds timeout);
+
+// Runs crm-worker with `args` and the environment, returns {exit code, output}.
+std::pair<int, std::string> run_cli(const std::vector<std::string>& args,
+                                    const std::map<std::string, std::string>& env = {});
+
+// The value of one series in Prometheus text (0 if absent), e.g.
+// metric_value(body, "crm_worker_events_total{outcome=\"applied\"") sums
+// every series whose text starts with that prefix.
+double metric_sum(const std::string& metrics_text, const std::string& series_prefix);
 
 }  // namespace crm::test

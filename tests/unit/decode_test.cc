@@ -34,7 +34,8 @@ json::object valid_event() {
       {"source", "/crm/scraper"},
       {"type", "crm.prospect.discovered"},
       {"time", "2024-05-01T12:00:00.123456Z"},
-      {"data", {{"prospect_id", "p-1"}, {"name", "Acme"}, {"tags", json::array{1, "two", nullptr}}}},
+      {"data",
+       {{"prospect_id", "p-1"}, {"name", "Acme"}, {"tags", json::array{1, "two", nullptr}}}},
   };
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what crm-worker needs to build, test and run its demo, from
+# Debian 12's own packages. Idempotent and fast when everything is there:
+# apt-get runs only if a package is missing.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build ccache pkg-config git curl
+  librdkafka-dev libpqxx-dev libboost-json1.81-dev
+  prometheus-cpp-dev libcivetweb-dev libgtest-dev libcurl4-openssl-dev
+  libsystemd-dev libtomlplusplus-dev
+  postgresql kcat
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The postgresql package starts a system cluster on port 5432; the tests and
+# the demo start their own throwaway clusters and do not need it.
+echo "install-deps: done" >&2

@@ -1,0 +1,268 @@
+// The consume loop against the real PostgreSQL and the dev broker: each test
+// states the guarantee it checks and counts events produced, applied and
+// doubled.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <set>
+
+#include "tests/harness/harness.h"
+
+namespace crm::test {
+namespace {
+
+const std::string kOutreach = "crm.outreach.events";
+
+std::string event_time(int i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "2026-03-01T10:%02d:%02dZ", (i / 60) % 60, i % 60);
+  return buf;
+}
+
+// A snapshot of the tables the events change, volatile columns left out,
+// in a stable order: two snapshots are equal iff the effects are.
+std::string snapshot(const TestDatabase& db) {
+  return db.scalar(
+             "SELECT string_agg(concat_ws('|', id, name, email, phone, company, sales_status,"
+             " email_status, profile_updated_at), E'\\n' ORDER BY id) FROM prospects") +
+         "\n--\n" +
+         db.scalar("SELECT string_agg(concat_ws('|', prospect_id, stage, stage_date, notes), E'\\n'"
+                   " ORDER BY prospect_id, stage) FROM pipeline_stages") +
+         "\n--\n" +
+         db.scalar("SELECT string_agg(concat_ws('|', event_id, prospect_id, type, occurred_at,"
+                   " details::text), E'\\n' ORDER BY event_id) FROM outreach_activities");
+}
+
+class ConsumeLoopTest : public ::testing::Test {
+ protected:
+  TestDatabase db_;
+  DevBrokerProcess broker_{1, 4};
+  Producer producer_{broker_.bootstrap()};
+
+  // Produces `n` distinct discovered events over `prospects` prospects, each
+  // sent `copies` times. Returns how many messages were acknowledged.
+  int produce_events(int first, int n, int prospects, int copies = 1) {
+    int acked = 0;
+    for (int i = first; i < first + n; ++i) {
+      std::string pid = "p" + std::to_string(i % prospects);
+      std::string value = discovered_event("ev-" + std::to_string(i), pid,
+                                           "Name " + std::to_string(i), event_time(i),
+                                           "\"email\":\"p" + std::to_string(i) + "@example.com\"");
+      for (int c = 0; c < copies; ++c) {
+        if (producer_.send(kOutreach, pid, value) >= 0) acked++;
+      }
+    }
+    return acked;
+  }
+
+  bool wait_processed(long long n, std::chrono::milliseconds timeout = 60s) {
+    return wait_until([&] { return db_.count("SELECT count(*) FROM processed_events") >= n; }, timeout);
+  }
+};
+
+// Guarantee: every distinct event has its effect exactly once, duplicates
+// in the same and in later batches included.
+TEST_F(ConsumeLoopTest, AppliesEachDistinctEventOnce) {
+  WorkerProcess worker(db_, broker_.bootstrap());
+  int acked = produce_events(0, 60, 15, 2);
+  ASSERT_EQ(acked, 120);
+  ASSERT_TRUE(wait_processed(60)) << worker.process().log();
+  // Give the worker time to chew on the duplicates too.
+  ASSERT_TRUE(wait_until([&] {
+    return metric_sum(worker.http_get("/metrics").second, "crm_worker_events_total{outcome=\"duplicate\"") >= 60;
+  }, 30s)) << worker.process().log();
+  EXPECT_EQ(db_.count("SELECT count(*) FROM processed_events"), 60);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 60);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM (SELECT event_id FROM outreach_activities GROUP BY 1 HAVING count(*) > 1) d"), 0);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM prospects"), 15);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM pipeline_stages WHERE stage = 'discovered'"), 15);
+  // The profile is the newest event's: p0 got events 0, 15, 30, 45.
+  EXPECT_EQ(db_.scalar("SELECT name FROM prospects WHERE id = 'p0'"), "Name 45");
+  EXPECT_EQ(db_.scalar("SELECT to_char(stage_date AT TIME ZONE 'UTC', 'HH24:MI:SS') FROM pipeline_stages WHERE prospect_id = 'p0'"),
+            "10:00:00");
+  std::string metrics = worker.http_get("/metrics").second;
+  EXPECT_EQ(metric_sum(metrics, "crm_worker_events_total{outcome=\"applied\""), 60);
+  EXPECT_EQ(metric_sum(metrics, "crm_worker_events_total{outcome=\"duplicate\""), 60);
+}
+
+// Guarantee: the whole topic redelivered (a new consumer group) changes
+// nothing.
+TEST_F(ConsumeLoopTest, RedeliveredTopicChangesNothing) {
+  produce_events(0, 40, 10);
+  std::string before;
+  {
+    WorkerProcess worker(db_, broker_.bootstrap());
+    ASSERT_TRUE(wait_processed(40)) << worker.process().log();
+    before = snapshot(db_);
+    worker.process().signal(SIGTERM);
+    ASSERT_EQ(worker.process().wait(30s), 0) << worker.process().log();
+  }
+  WorkerProcess again(db_, broker_.bootstrap(), {{"CRM_WORKER_KAFKA_GROUP_ID", "another-group"}});
+  ASSERT_TRUE(wait_until([&] {
+    return metric_sum(again.http_get("/metrics").second, "crm_worker_events_total{outcome=\"duplicate\"") >= 40;
+  }, 60s)) << again.process().log();
+  EXPECT_EQ(snapshot(db_), before);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM processed_events"), 40);
+}
+
+// Guarantee: a crash after the database commit but before the offsets are
+// stored re-applies nothing when the messages come back.
+TEST_F(ConsumeLoopTest, CrashAfterCommitBeforeOffsetStoreReappliesNothing) {
+  produce_events(0, 30, 10);
+  {
+    WorkerProcess crashing(db_, broker_.bootstrap(), {{"CRM_WORKER_CRASH_AT", "after_db_commit"}});
+    auto code = crashing.process().wait(60s);
+    ASSERT_TRUE(code.has_value()) << crashing.process().log();
+    EXPECT_EQ(*code, 128 + SIGKILL);
+  }
+  long long committed = db_.count("SELECT count(*) FROM processed_events");
+  ASSERT_GT(committed, 0);
+  WorkerProcess worker(db_, broker_.bootstrap());
+  ASSERT_TRUE(wait_processed(30)) << worker.process().log();
+  // The crashed batch was delivered again and recognised as done.
+  ASSERT_TRUE(wait_until([&] {
+    return metric_sum(worker.http_get("/metrics").second, "crm_worker_events_total{outcome=\"duplicate\"") >= committed;
+  }, 30s)) << worker.process().log();
+  EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 30);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM processed_events"), 30);
+}
+
+// Guarantee: malformed input becomes a dead letter with its reason and
+// origin, in the table and on the dead-letter topic, and later messages
+// still apply.
+TEST_F(ConsumeLoopTest, PoisonBecomesDeadLettersAndLaterMessagesApply) {
+  WorkerProcess worker(db_, broker_.bootstrap(), {}, "[consumer]\nmax_message_bytes = 2000\nmax_string_bytes = 1000\n");
+  struct Poison {
+    std::string value;
+    std::string reason;
+  };
+  const std::string big_name(2500, 'x');
+  std::vector<Poison> poison = {
+      {"", "empty"},
+      {"{not json", "not_json"},
+      {discovered_event("big", "px", big_name, event_time(1)), "too_large"},
+      {discovered_event("nul", "px", "a\\u0000b", event_time(1)), "nul_in_string"},
+      {R"({"specversion":"1.0","id":"u1","source":"t","type":"crm.no.such.type","time":"2026-03-01T10:00:00Z","data":{}})", "unknown_type"},
+      {R"({"specversion":"1.0","id":"w1","source":"t","type":"crm.prospect.discovered","time":"2026-03-01T10:00:00Z","data":[1,2]})", "wrong_type"},
+      {R"({"specversion":"1.0","id":"m1","source":"t","type":"crm.prospect.discovered","time":"2026-03-01T10:00:00Z","data":{"prospect_id":"px"}})", "missing_field"},
+  };
+  // All on one partition, so "later messages" is well defined.
+  std::map<std::string, long long> offsets;
+  for (const auto& p : poison) {
+    long long off = producer_.send(kOutreach, "px", p.value, {}, 2);
+    ASSERT_GE(off, 0);
+    offsets[p.reason] = off;
+  }
+  ASSERT_GE(producer_.send(kOutreach, "good", discovered_event("good-1", "good", "Good", event_time(2)), {}, 2), 0);
+
+  ASSERT_TRUE(wait_processed(1)) << worker.process().log();
+  ASSERT_TRUE(wait_until([&] { return db_.count("SELECT count(*) FROM dead_letters") >= 7; }, 30s))
+      << worker.process().log();
+  EXPECT_EQ(db_.scalar("SELECT name FROM prospects WHERE id = 'good'"), "Good");
+  EXPECT_EQ(db_.count("SELECT count(*) FROM dead_letters"), 7);
+  // A dead-lettered event leaves no trace of its own: its savepoint was
+  // rolled back, so a fixed replay can still apply it.
+  EXPECT_EQ(db_.count("SELECT count(*) FROM processed_events"), 1);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 1);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM prospects"), 1);
+  for (const auto& [reason, off] : offsets) {
+    EXPECT_EQ(db_.count("SELECT count(*) FROM dead_letters WHERE reason = '" + reason +
+                        "' AND topic = 'crm.outreach.events' AND partition = 2 AND \"offset\" = " +
+                        std::to_string(off) + " AND error <> ''"),
+              1)
+        << reason;
+  }
+  // The payload is kept byte for byte (here: the NUL-bearing JSON text).
+  EXPECT_EQ(db_.scalar("SELECT convert_from(payload, 'UTF8') FROM dead_letters WHERE reason = 'nul_in_string'"),
+            poison[3].value);
+  auto published = consume_topic(broker_.bootstrap(), "crm.dead-letter", 7, 30s);
+  ASSERT_EQ(published.size(), 7u);
+  std::set<std::string> reasons;
+  for (const auto& m : published) {
+    reasons.insert(m.headers.at("crm_reason"));
+    EXPECT_EQ(m.headers.at("crm_original_topic"), kOutreach);
+    EXPECT_EQ(m.headers.at("crm_original_partition"), "2");
+  }
+  EXPECT_EQ(reasons.size(), 7u);
+  std::string metrics = worker.http_get("/metrics").second;
+  EXPECT_EQ(metric_sum(metrics, "crm_worker_dead_letters_total"), 7);
+  // The unknown type is counted under "other", not under its own label.
+  EXPECT_EQ(metrics.find("crm.no.such.type"), std::string::npos);
+}
+
+// Guarantee: while the database is unreachable nothing is dead-lettered or
+// skipped; when it returns every event is applied.
+TEST_F(ConsumeLoopTest, DatabaseOutagePausesAndLosesNothing) {
+  WorkerProcess worker(db_, broker_.bootstrap());
+  produce_events(0, 10, 5);
+  ASSERT_TRUE(wait_processed(10)) << worker.process().log();
+
+  const std::string name = db_.scalar("SELECT current_database()");
+  auto cut = [&](bool allow) {
+    const char* dir = std::getenv("CRM_TEST_PG_DIR");
+    std::ifstream in(std::string(dir) + "/conninfo");
+    std::string admin;
+    std::getline(in, admin);
+    pqxx::connection c(admin);
+    pqxx::nontransaction tx(c);
+    tx.exec("ALTER DATABASE " + tx.quote_name(name) + " ALLOW_CONNECTIONS " + (allow ? "true" : "false"));
+    if (!allow) {
+      tx.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name);
+    }
+  };
+  cut(false);
+  produce_events(10, 20, 5);
+  // The worker keeps running and keeps its hands off the offsets.
+  std::this_thread::sleep_for(3s);
+  ASSERT_TRUE(worker.process().running()) << worker.process().log();
+  EXPECT_EQ(worker.http_get("/readyz").first, 503);
+  cut(true);
+  ASSERT_TRUE(wait_processed(30)) << worker.process().log();
+  EXPECT_EQ(db_.count("SELECT count(*) FROM dead_letters"), 0);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 30);
+  EXPECT_TRUE(wait_until([&] { return worker.http_get("/readyz").first == 200; }, 10s));
+  EXPECT_NE(worker.process().log().find("batch not applied, retrying"), std::string::npos);
+}
+
+// Guarantee: SIGTERM drains and exits 0; what it did not finish is applied
+// by the next worker, and nothing twice.
+TEST_F(ConsumeLoopTest, SigtermDrainsAndExitsZero) {
+  produce_events(0, 200, 40);
+  {
+    WorkerProcess worker(db_, broker_.bootstrap(), {}, "[consumer]\nbatch_max_events = 10\n");
+    ASSERT_TRUE(wait_until([&] { return db_.count("SELECT count(*) FROM processed_events") > 0; }, 60s))
+        << worker.process().log();
+    worker.process().signal(SIGTERM);
+    auto code = worker.process().wait(30s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 0) << worker.process().log();
+    EXPECT_NE(worker.process().log().find("drained ok=true"), std::string::npos) << worker.process().log();
+  }
+  WorkerProcess next(db_, broker_.bootstrap());
+  ASSERT_TRUE(wait_processed(200)) << next.process().log();
+  EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 200);
+}
+
+// Guarantee: /healthz answers, /readyz turns ready once the database and an
+// assignment are there, /metrics exports the pinned names.
+TEST_F(ConsumeLoopTest, OperationsEndpoints) {
+  WorkerProcess worker(db_, broker_.bootstrap());
+  ASSERT_TRUE(wait_until([&] { return worker.http_get("/readyz").first == 200; }, 30s)) << worker.process().log();
+  EXPECT_EQ(worker.http_get("/healthz").first, 200);
+  produce_events(0, 1, 1);
+  ASSERT_GE(producer_.send(kOutreach, "k", "not json"), 0);
+  ASSERT_TRUE(wait_processed(1));
+  ASSERT_TRUE(wait_until([&] { return db_.count("SELECT count(*) FROM dead_letters") == 1; }, 30s));
+  std::string metrics = worker.http_get("/metrics").second;
+  for (const char* name : {"crm_worker_build_info", "crm_worker_events_total", "crm_worker_event_apply_seconds",
+                           "crm_worker_dead_letters_total"}) {
+    EXPECT_NE(metrics.find(std::string("# TYPE ") + name), std::string::npos) << name;
+  }
+  EXPECT_TRUE(wait_until([&] {
+    return worker.http_get("/metrics").second.find("crm_worker_kafka_consumer_lag{") != std::string::npos;
+  }, 15s));
+}
+
+}  // namespace
+}  // namespace crm::test
