@@ -54,7 +54,7 @@ int dlq_list(pqxx::connection& conn, const Options& opts) {
                 row[5].c_str(), one_line(row[2].c_str(), 24).c_str(), row[3].as<int>(),
                 row[4].c_str(), one_line(row[6].c_str(), 100).c_str());
   }
-  std::fprintf(stderr, "%zu dead letter(s)%s\n", r.size(), all ? "" : " not yet replayed");
+  std::printf("%zu dead letter(s)%s\n", r.size(), all ? "" : " not yet replayed");
   return kExitOk;
 }
 

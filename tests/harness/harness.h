@@ -107,6 +107,8 @@ class WorkerProcess {
   ~WorkerProcess();
   Process& process() { return *process_; }
   int http_port() const { return http_port_; }
+  // The TOML file the worker was started with (edit it, then SIGHUP).
+  std::string config_path() const { return dir_.file("crm-worker.toml"); }
   // GET http://127.0.0.1:<port><path>; returns {status, body}.
   std::pair<int, std::string> http_get(const std::string& path) const;
 
