@@ -98,7 +98,9 @@ class DevBrokerProcess {
   std::string bootstrap_;
 };
 
-// crm-worker run, configured by environment for one test.
+// crm-worker run, configured by environment for one test. `config_toml` is
+// appended to a file whose last table is [kafka.properties]: bare keys there
+// are librdkafka properties; start a [table] for anything else.
 class WorkerProcess {
  public:
   WorkerProcess(const TestDatabase& db, const std::string& bootstrap,
