@@ -149,12 +149,7 @@ queue::RawMessage raw_message_from_dead_letter(const MessageOrigin& origin,
       if (const auto* t = o.if_contains("value"); t && t->is_string()) {
         value = std::string(t->get_string());
       } else if (const auto* x = o.if_contains("value_hex"); x && x->is_string()) {
-        std::string hex(x->get_string());
-        std::string bytes;
-        for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-          bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-        }
-        value = bytes;
+        value = db::from_hex(std::string_view(x->get_string()));
       }
       m.headers.emplace_back(std::string(name->get_string()), value);
     }

@@ -82,7 +82,8 @@ Status Database::transact(const std::function<Status(pqxx::work&)>& body) {
   } catch (...) {
     Status s = classify_exception(std::current_exception());
     if (s.is_transient()) {
-      reachable_.store(false);
+      // A conflict (serialization, deadlock) says nothing about reachability.
+      if (s.reason() != "db_conflict") reachable_.store(false);
       disconnect();
     }
     return s;
@@ -96,6 +97,23 @@ std::string to_hex(std::string_view bytes) {
   for (unsigned char c : bytes) {
     out.push_back(kDigits[c >> 4]);
     out.push_back(kDigits[c & 0xf]);
+  }
+  return out;
+}
+
+std::string from_hex(std::string_view hex) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) break;
+    out.push_back(static_cast<char>(hi << 4 | lo));
   }
   return out;
 }

@@ -52,5 +52,7 @@ class Database {
 // Hex text of raw bytes ("\x" not included), for bytea parameters through
 // decode($n, 'hex'): payloads may hold NUL or invalid UTF-8.
 std::string to_hex(std::string_view bytes);
+// The inverse; stops at the first character that is not a hex digit pair.
+std::string from_hex(std::string_view hex);
 
 }  // namespace crm::db

@@ -153,11 +153,7 @@ std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit) 
     q.origin.offset = row[3].as<long long>();
     q.origin.element = row[4].as<int>();
     if (!row[5].is_null()) q.key = row[5].as<std::string>();
-    std::string hex = row[6].is_null() ? "" : row[6].as<std::string>();
-    q.payload.reserve(hex.size() / 2);
-    for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-      q.payload.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    }
+    q.payload = row[6].is_null() ? "" : from_hex(row[6].as<std::string>());
     q.headers_json = row[7].is_null() ? "[]" : row[7].as<std::string>();
     out.push_back(std::move(q));
   }
