@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "daemon/core/backoff.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
 #include "db/pg_stores.h"
@@ -70,12 +71,8 @@ bool ConsumeLoop::drain_expired() const {
 }
 
 Millis ConsumeLoop::backoff(int attempt) {
-  // Exponential with jitter in [cap/2, cap]: never a tight loop, and several
-  // instances do not retry in lockstep.
-  long long cap = kRetryInitial.count() << std::min(attempt, 16);
-  cap = std::min<long long>(cap, kRetryMax.count());
-  std::uniform_int_distribution<long long> d(cap / 2, cap);
-  return Millis{d(rng_)};
+  return backoff_delay(attempt, kRetryInitial, kRetryMax,
+                       std::uniform_real_distribution<double>(0.0, 1.0)(rng_));
 }
 
 Status ConsumeLoop::poll_into(std::vector<Entry>& into, Millis timeout) {
