@@ -12,7 +12,10 @@
 #include "daemon/cli_support.h"
 #include "daemon/commands.h"
 #include "daemon/logging.h"
+#include "db/database.h"
 #include "db/migrations.h"
+
+#include <chrono>
 
 namespace crm {
 namespace {
@@ -93,6 +96,11 @@ std::optional<Config> load_config_or_report(const Options& opts) {
     for (const auto& e : r.errors) std::fprintf(stderr, "crm-worker: %s\n", e.to_string().c_str());
     return std::nullopt;
   }
+  if (auto conninfo = db::build_conninfo(r.config.database.url, 1); !conninfo) {
+    std::fprintf(stderr, "crm-worker: %s: %s\n",
+                 r.config.source_file.c_str(), conninfo.status().message().c_str());
+    return std::nullopt;
+  }
   log::Level level;
   if (log::parse_level(r.config.log.level, &level)) log::set_level(level);
   log::set_json(r.config.log.format == "json");
@@ -100,13 +108,16 @@ std::optional<Config> load_config_or_report(const Options& opts) {
 }
 
 std::string database_conninfo(const Config& config) {
-  // libpq accepts both URIs and keyword strings; the password credential,
-  // when present, is passed through libpq's environment variable so that it
-  // never appears in a connection string we might print.
+  // The password credential, when present, goes through libpq's
+  // environment variable so that it never appears in a connection string.
+  // Called before any thread starts (setenv is not thread-safe).
   if (config.database.password.is_set()) {
     ::setenv("PGPASSWORD", config.database.password.reveal().c_str(), 1);
   }
-  return config.database.url;
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(config.database.connect_timeout);
+  auto conninfo = db::build_conninfo(config.database.url, static_cast<int>(seconds.count()));
+  // load_config_or_report already refused an unparsable URL.
+  return conninfo ? *conninfo : config.database.url;
 }
 
 int command_version(const std::vector<std::string>&) {

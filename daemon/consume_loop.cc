@@ -114,8 +114,28 @@ void ConsumeLoop::drop_revoked() {
   }
 }
 
+void ConsumeLoop::pause_assignment() {
+  // Called on every retry wait: partitions assigned during an outage (a
+  // cooperative rebalance adds them without a revoke) are paused too, so
+  // only already-fetched stragglers reach next_ and memory stays bounded.
+  std::set<queue::TopicPartition> fresh;
+  for (const auto& tp : consumer_.assignment()) {
+    if (paused_.insert(tp).second) fresh.insert(tp);
+  }
+  consumer_.pause(fresh);
+}
+
+void ConsumeLoop::resume_paused() {
+  // Resume every partition we paused, assigned or not: in librdkafka 2.0.2
+  // a pause outlives unassign and reassign, so a partition revoked during
+  // an outage and handed back later would otherwise never be fetched again.
+  consumer_.resume(paused_);
+  paused_.clear();
+}
+
 bool ConsumeLoop::wait_polling(Millis delay, Status* fatal) {
   auto until = Clock::now() + delay;
+  pause_assignment();
   while (Clock::now() < until) {
     if (lifecycle_.stop_requested() && !drain_deadline_) {
       drain_deadline_ = Clock::now() + config_.consumer.drain_timeout;
@@ -129,6 +149,7 @@ bool ConsumeLoop::wait_polling(Millis delay, Status* fatal) {
       *fatal = s;
       return false;
     }
+    pause_assignment();
   }
   return true;
 }
@@ -136,7 +157,7 @@ bool ConsumeLoop::wait_polling(Millis delay, Status* fatal) {
 Status ConsumeLoop::publish_dead_letters(const std::vector<db::DeadLetter>& letters) {
   for (int attempt = 0;; ++attempt) {
     Status s = dead_letters_.publish(letters, Millis{5000});
-    if (s) return s;
+    if (s || s.is_fatal()) return s;
     if (attempt == 0 || attempt % 10 == 0) {
       log::warn("dead-letter topic unavailable, retrying",
                 {{"attempt", attempt + 1}, {"error", s.message()}});
@@ -149,7 +170,6 @@ Status ConsumeLoop::publish_dead_letters(const std::vector<db::DeadLetter>& lett
 }
 
 Status ConsumeLoop::flush() {
-  std::set<queue::TopicPartition> paused;
   std::vector<ItemResult> results;
   std::vector<WorkItem> items;
   for (int attempt = 0;; ++attempt) {
@@ -177,10 +197,6 @@ Status ConsumeLoop::flush() {
                                                 {"error", s.message()},
                                                 {"messages", static_cast<long>(batch_.size())}});
     }
-    if (paused.empty()) {
-      paused = consumer_.assignment();
-      consumer_.pause(paused);
-    }
     Status fatal;
     if (!wait_polling(backoff(attempt), &fatal)) {
       if (fatal.is_fatal()) return fatal;
@@ -188,6 +204,7 @@ Status ConsumeLoop::flush() {
                 {{"messages", static_cast<long>(batch_.size())}});
       batch_.clear();
       next_.clear();
+      resume_paused();
       return Status::ok();
     }
   }
@@ -218,6 +235,7 @@ Status ConsumeLoop::flush() {
         // redelivery publishes again.
         batch_.clear();
         next_.clear();
+        resume_paused();
         return Status::ok();
       }
     }
@@ -233,11 +251,7 @@ Status ConsumeLoop::flush() {
     log::debug("batch applied", {{"messages", static_cast<long>(batch_.size())},
                                  {"items", static_cast<long>(items.size())}});
   }
-  std::set<queue::TopicPartition> resume;
-  for (const auto& tp : paused) {
-    if (consumer_.is_assigned(tp)) resume.insert(tp);
-  }
-  consumer_.resume(resume);
+  resume_paused();
   batch_ = std::move(next_);
   next_.clear();
   batch_events_ = 0;

@@ -58,6 +58,8 @@ class ConsumeLoop {
   // the drain deadline has passed.
   bool wait_polling(Millis delay, Status* fatal);
   void drop_revoked();
+  void pause_assignment();
+  void resume_paused();
   Status publish_dead_letters(const std::vector<db::DeadLetter>& letters);
   Status process_replays();
   Millis backoff(int attempt);
@@ -74,6 +76,7 @@ class ConsumeLoop {
 
   std::vector<Entry> batch_;
   std::vector<Entry> next_;  // arrived while batch_ was being retried
+  std::set<queue::TopicPartition> paused_;  // paused by us for a retry
   size_t batch_events_ = 0;
   std::chrono::steady_clock::time_point batch_started_{};
   std::chrono::steady_clock::time_point last_replay_check_{};

@@ -83,6 +83,7 @@ int command_run(const std::vector<std::string>& args) {
   if (!loaded) return kExitUsage;
   const Config config = *loaded;
   const std::string config_path = opts.values.count("--config") ? opts.values.at("--config") : "";
+  const std::string conninfo = database_conninfo(config);  // before any thread starts
 
   Lifecycle::block_signals();
   Lifecycle lifecycle;
@@ -113,7 +114,7 @@ int command_run(const std::vector<std::string>& args) {
     }
   }
 
-  db::Database db(database_conninfo(config));
+  db::Database db(conninfo);
   if (Status s = prepare_database(db, lifecycle); !s) {
     if (lifecycle.stop_requested()) return kExitOk;
     log::error("cannot prepare the database", {{"error", s.message()}});

@@ -1,5 +1,8 @@
 #include "db/database.h"
 
+#include <libpq-fe.h>
+
+#include <map>
 #include <string_view>
 
 #include "daemon/logging.h"
@@ -55,6 +58,15 @@ Result<pqxx::connection*> Database::connection() {
   conn_.reset();
   try {
     conn_ = std::make_unique<pqxx::connection>(conninfo_);
+    // Bound every wait on the server side too: a lock held by the web app
+    // or a runaway statement must not stall the consume loop past
+    // max.poll.interval.ms. Both errors are transient (SQLSTATE 57014,
+    // 55P03): the batch is retried.
+    pqxx::nontransaction tx(*conn_);
+    tx.exec0("SET statement_timeout = '60s'");
+    tx.exec0("SET lock_timeout = '30s'");
+    tx.exec0("SET idle_in_transaction_session_timeout = '5min'");
+    tx.commit();
     reachable_.store(true);
     return conn_.get();
   } catch (...) {
@@ -88,6 +100,43 @@ Status Database::transact(const std::function<Status(pqxx::work&)>& body) {
     }
     return s;
   }
+}
+
+Result<std::string> build_conninfo(const std::string& url, int connect_timeout_seconds) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(url.c_str(), &err);
+  if (opts == nullptr) {
+    if (err != nullptr) PQfreemem(err);  // may quote the password: not shown
+    return Status::permanent("bad_database_url",
+                             "database.url is not a valid PostgreSQL URL or connection string "
+                             "(the value is not shown: it may hold a password)");
+  }
+  std::map<std::string, std::string> values;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr) values[o->keyword] = o->val;
+  }
+  PQconninfoFree(opts);
+  const std::map<std::string, std::string> defaults = {
+      {"connect_timeout", std::to_string(std::max(connect_timeout_seconds, 1))},
+      {"keepalives", "1"},
+      {"keepalives_idle", "30"},
+      {"keepalives_interval", "10"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", "60000"},
+      {"application_name", "crm-worker"},
+  };
+  for (const auto& [k, v] : defaults) values.emplace(k, v);
+  std::string out;
+  for (const auto& [k, v] : values) {
+    if (!out.empty()) out.push_back(' ');
+    out += k + "='";
+    for (char c : v) {
+      if (c == '\\' || c == '\'') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('\'');
+  }
+  return out;
 }
 
 std::string to_hex(std::string_view bytes) {

@@ -49,6 +49,14 @@ class Database {
   std::atomic<bool> reachable_{false};
 };
 
+// Turns database.url (a postgresql:// URL or a keyword string) into the
+// keyword connection string the daemon uses, adding what the operator did
+// not set: connect_timeout, TCP keepalives and a user timeout (so a
+// vanished server is noticed in seconds, not minutes), and
+// application_name. kPermanent if libpq cannot parse it; the message never
+// repeats the value (libpq's own message may contain the password).
+Result<std::string> build_conninfo(const std::string& url, int connect_timeout_seconds);
+
 // Hex text of raw bytes ("\x" not included), for bytea parameters through
 // decode($n, 'hex'): payloads may hold NUL or invalid UTF-8.
 std::string to_hex(std::string_view bytes);

@@ -47,6 +47,11 @@ Status PgProspectStore::apply_discovered(const handlers::ProspectProfile& p, Tim
       "INSERT INTO prospects (id, created_at, updated_at) VALUES ($1, now(), now()) "
       "ON CONFLICT (id) DO NOTHING",
       p.id);
+  // Lock the row before reading the timeline: under READ COMMITTED, an
+  // UPDATE that waits for another transaction's lock on this row would
+  // otherwise write values computed from a snapshot without that
+  // transaction's event, and the older profile could win.
+  tx_.exec_params("SELECT 1 FROM prospects WHERE id = $1 FOR UPDATE", p.id);
   // Each field takes the value of the newest discovered event that carries
   // it. Recomputing from the timeline (which holds every applied event once)
   // makes the result independent of arrival order; discovered events are

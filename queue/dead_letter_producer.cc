@@ -89,6 +89,12 @@ Status DeadLetterProducer::publish(const std::vector<db::DeadLetter>& letters, M
     }
   }
   rd_kafka_resp_err_t err = rd_kafka_flush(impl_->rk, static_cast<int>(timeout.count()));
+  char fatal[512];
+  if (rd_kafka_fatal_error(impl_->rk, fatal, sizeof fatal) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // The idempotent producer cannot recover from this; every later send
+    // would fail the same way.
+    return Status::fatal("dead_letter_producer", fatal);
+  }
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return Status::transient("dead_letter_produce", "dead-letter topic did not acknowledge in time");
   }

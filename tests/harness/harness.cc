@@ -114,6 +114,15 @@ TestDatabase::~TestDatabase() {
   }
 }
 
+void TestDatabase::set_available(bool available) const {
+  pqxx::connection admin(admin_conninfo_);
+  pqxx::nontransaction tx(admin);
+  tx.exec("ALTER DATABASE " + tx.quote_name(name_) + " ALLOW_CONNECTIONS " + (available ? "true" : "false"));
+  if (!available) {
+    tx.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name_);
+  }
+}
+
 std::unique_ptr<pqxx::connection> TestDatabase::connect() const {
   return std::make_unique<pqxx::connection>(conninfo_);
 }

@@ -56,6 +56,9 @@ class TestDatabase {
   // ("" for none / NULL).
   std::string scalar(const std::string& sql) const;
   long long count(const std::string& sql) const;
+  // Simulates a database outage for this database only: refuses new
+  // connections and terminates the open ones (false), or ends it (true).
+  void set_available(bool available) const;
 
  private:
   std::string admin_conninfo_;

@@ -60,6 +60,17 @@ TEST(Cli, CheckConfigMasksSecrets) {
   EXPECT_NE(out.find("from-env"), std::string::npos);
 }
 
+// Guarantee: a database URL libpq cannot parse fails at start with exit 2,
+// and its password (which libpq's own error would repeat) is not printed.
+TEST(Cli, UnparsableDatabaseUrlIsAConfigurationError) {
+  for (const char* cmd : {"check-config", "run", "migrate"}) {
+    auto [code, out] = run_cli({cmd}, {{"CRM_WORKER_DATABASE_URL", "postgresql://crm:s3cr%ZZet@127.0.0.1/crm"}});
+    EXPECT_EQ(code, 2) << cmd << ": " << out;
+    EXPECT_NE(out.find("database.url"), std::string::npos) << out;
+    EXPECT_EQ(out.find("s3cr"), std::string::npos) << out;
+  }
+}
+
 // Guarantee: a dead letter fixed by an operator and replayed is applied
 // once; replaying it again applies nothing more.
 TEST(Cli, DlqReplayAppliesAFixedDeadLetterOnce) {

@@ -198,26 +198,13 @@ TEST_F(ConsumeLoopTest, DatabaseOutagePausesAndLosesNothing) {
   produce_events(0, 10, 5);
   ASSERT_TRUE(wait_processed(10)) << worker.process().log();
 
-  const std::string name = db_.scalar("SELECT current_database()");
-  auto cut = [&](bool allow) {
-    const char* dir = std::getenv("CRM_TEST_PG_DIR");
-    std::ifstream in(std::string(dir) + "/conninfo");
-    std::string admin;
-    std::getline(in, admin);
-    pqxx::connection c(admin);
-    pqxx::nontransaction tx(c);
-    tx.exec("ALTER DATABASE " + tx.quote_name(name) + " ALLOW_CONNECTIONS " + (allow ? "true" : "false"));
-    if (!allow) {
-      tx.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name);
-    }
-  };
-  cut(false);
+  db_.set_available(false);
   produce_events(10, 20, 5);
   // The worker keeps running and keeps its hands off the offsets.
   std::this_thread::sleep_for(3s);
   ASSERT_TRUE(worker.process().running()) << worker.process().log();
   EXPECT_EQ(worker.http_get("/readyz").first, 503);
-  cut(true);
+  db_.set_available(true);
   ASSERT_TRUE(wait_processed(30)) << worker.process().log();
   EXPECT_EQ(db_.count("SELECT count(*) FROM dead_letters"), 0);
   EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 30);

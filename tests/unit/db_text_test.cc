@@ -36,3 +36,34 @@ TEST(StorableText, AcceptsUtf8AndRejectsWhatPostgresRejects) {
 
 }  // namespace
 }  // namespace crm::db
+
+namespace crm::db {
+namespace {
+
+TEST(Conninfo, AddsTimeoutsAndKeepsWhatTheOperatorSet) {
+  auto ci = build_conninfo("postgresql://crm@db.example.com:6543/crm?connect_timeout=9", 5);
+  ASSERT_TRUE(ci.is_ok());
+  EXPECT_NE(ci->find("host='db.example.com'"), std::string::npos) << *ci;
+  EXPECT_NE(ci->find("port='6543'"), std::string::npos) << *ci;
+  EXPECT_NE(ci->find("connect_timeout='9'"), std::string::npos) << *ci;
+  EXPECT_NE(ci->find("keepalives_idle='30'"), std::string::npos) << *ci;
+  EXPECT_NE(ci->find("application_name='crm-worker'"), std::string::npos) << *ci;
+  auto kw = build_conninfo("host=/tmp dbname='a b' user=x", 5);
+  ASSERT_TRUE(kw.is_ok());
+  EXPECT_NE(kw->find("dbname='a b'"), std::string::npos) << *kw;
+  EXPECT_NE(kw->find("connect_timeout='5'"), std::string::npos) << *kw;
+}
+
+TEST(Conninfo, RefusesUnparsableUrlsWithoutRepeatingThem) {
+  for (const char* bad : {"postgresql://u:s3cr%ZZet@host/db", "host=x password=my secret",
+                          "postgresql://u:pw@host:notaport/db?connect_timeout=1&bogus_key=1"}) {
+    auto ci = build_conninfo(bad, 5);
+    ASSERT_FALSE(ci.is_ok()) << bad;
+    EXPECT_TRUE(ci.status().is_permanent());
+    EXPECT_EQ(ci.status().message().find("s3cr"), std::string::npos);
+    EXPECT_EQ(ci.status().message().find("secret"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace crm::db
