@@ -64,7 +64,9 @@ struct KafkaConfig {
 struct DatabaseConfig {
   // Masked when printed if it carries a password.
   std::string url = "postgresql:///crm";
-  int pool_size = 2;                 // connections used by the daemon
+  // Connections the daemon may open. Today the consume loop uses one; the
+  // job executors (sync, follow-ups, notifications) will use the rest.
+  int pool_size = 2;
   Millis connect_timeout{5000};
   // Credential database_password only. libpq's own PGPASSWORD / PGPASSFILE
   // and a password in `url` keep working; this one is for systemd's

@@ -278,12 +278,6 @@ Status KafkaConsumer::store_offsets(const std::map<TopicPartition, std::int64_t>
   return result;
 }
 
-Status KafkaConsumer::commit_stored() {
-  rd_kafka_resp_err_t err = rd_kafka_commit(impl_->rk, nullptr, 0);
-  if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return Status::ok();
-  return Status::transient("offset_commit", rd_kafka_err2str(err));
-}
-
 namespace {
 rd_kafka_topic_partition_list_t* to_list(const std::set<TopicPartition>& tps) {
   auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(tps.size()));

@@ -61,9 +61,6 @@ class KafkaConsumer {
   // owner's now, and that is not an error to retry.
   Status store_offsets(const std::map<TopicPartition, std::int64_t>& next_offsets);
 
-  // Commits stored offsets now (synchronously), e.g. before close.
-  Status commit_stored();
-
   void pause(const std::set<TopicPartition>& partitions);
   void resume(const std::set<TopicPartition>& partitions);
 
