@@ -7,6 +7,7 @@
 #include <pqxx/pqxx>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "daemon/cli_support.h"
@@ -50,6 +51,17 @@ Exit codes: 0 ok, 2 usage or configuration error, 1 anything else.
 }  // namespace
 
 void print_usage(std::FILE* to) { std::fputs(kUsage, to); }
+
+bool write_file_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return false;
+    out << text << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "crm-worker: %s\nRun 'crm-worker help' for usage.\n", message.c_str());

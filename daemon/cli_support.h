@@ -31,6 +31,10 @@ std::optional<Config> load_config_or_report(const Options& opts);
 // The libpq connection string for the configuration.
 std::string database_conninfo(const Config& config);
 
+// Writes `text` and a newline to `path` atomically (write a temporary file,
+// rename it), so a reader polling for the file never sees half of it.
+bool write_file_atomically(const std::string& path, const std::string& text);
+
 // Prints "crm-worker: <message>" and returns the usage exit code.
 int usage_error(const std::string& message);
 void print_usage(std::FILE* to);

@@ -97,6 +97,11 @@ Status ConsumeLoop::poll_into(std::vector<Entry>& into, Millis timeout) {
   return Status::ok();
 }
 
+void ConsumeLoop::recount_batch_events() {
+  batch_events_ = 0;
+  for (const auto& e : batch_) batch_events_ += e.items.size();
+}
+
 void ConsumeLoop::drop_revoked() {
   std::set<queue::TopicPartition> revoked = consumer_.take_revoked();
   if (revoked.empty()) return;
@@ -106,8 +111,7 @@ void ConsumeLoop::drop_revoked() {
   size_t before = batch_.size() + next_.size();
   std::erase_if(batch_, gone);
   std::erase_if(next_, gone);
-  batch_events_ = 0;
-  for (const auto& e : batch_) batch_events_ += e.items.size();
+  recount_batch_events();
   size_t dropped = before - batch_.size() - next_.size();
   if (dropped > 0) {
     log::info("dropped unapplied messages of revoked partitions", {{"messages", static_cast<long>(dropped)}});
@@ -254,8 +258,7 @@ Status ConsumeLoop::flush() {
   resume_paused();
   batch_ = std::move(next_);
   next_.clear();
-  batch_events_ = 0;
-  for (const auto& e : batch_) batch_events_ += e.items.size();
+  recount_batch_events();
   batch_started_ = Clock::now();
   return Status::ok();
 }

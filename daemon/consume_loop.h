@@ -58,6 +58,7 @@ class ConsumeLoop {
   // the drain deadline has passed.
   bool wait_polling(Millis delay, Status* fatal);
   void drop_revoked();
+  void recount_batch_events();
   void pause_assignment();
   void resume_paused();
   Status publish_dead_letters(const std::vector<db::DeadLetter>& letters);

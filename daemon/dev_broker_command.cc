@@ -68,9 +68,7 @@ int command_dev_broker(const std::vector<std::string>& args) {
     }
   }
   if (auto it = opts.values.find("--port-file"); it != opts.values.end()) {
-    std::string tmp = it->second + ".tmp";
-    std::ofstream(tmp, std::ios::trunc) << bootstrap << "\n";
-    if (std::rename(tmp.c_str(), it->second.c_str()) != 0) {
+    if (!write_file_atomically(it->second, bootstrap)) {
       std::fprintf(stderr, "crm-worker: cannot write the port file %s\n", it->second.c_str());
       return kExitFailure;
     }

@@ -27,18 +27,6 @@ std::vector<std::string> consumed_topics(const Config& c) {
           c.kafka.topics.sendgrid};
 }
 
-// Writes `text` to `path` atomically (readers never see half a file).
-bool write_file_atomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return false;
-    out << text << "\n";
-    if (!out) return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
 // Connects and migrates, retrying while the database is unreachable (it may
 // start after us) until a stop is requested. Fatal problems (a schema newer
 // than this binary, a failing migration) end the start.
