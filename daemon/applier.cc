@@ -1,5 +1,7 @@
 #include "daemon/applier.h"
 
+#include <map>
+
 #include <boost/json.hpp>
 
 #include "daemon/core/crash_point.h"
@@ -25,39 +27,51 @@ db::DeadLetter dead_letter_for(const WorkItem& w, const std::string& reason,
   return dl;
 }
 
-// Applies one event under its own savepoint. Permanent failures come back
-// as a kPermanent Status after the savepoint was rolled back.
+// One item that passed its contract check, ready to be recorded.
+struct Pending {
+  size_t index;  // into the batch
+  handlers::Fact fact;
+};
+
+// Records the facts and recomputes what the new ones touch; marks the
+// redelivered ones as duplicates.
+void apply_facts(pqxx::transaction_base& tx, const std::vector<WorkItem>& items,
+                 const std::vector<const Pending*>& pending, const db::ProjectionOptions& options,
+                 std::vector<ItemResult>* results) {
+  std::vector<db::FactRow> rows;
+  for (const Pending* p : pending) rows.push_back({&*items[p->index].item.event, &p->fact});
+  std::vector<bool> fresh = db::record_facts(tx, rows);
+  std::vector<db::FactRow> new_rows;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    (*results)[pending[k]->index].outcome = fresh[k] ? Outcome::kApplied : Outcome::kDuplicate;
+    if (fresh[k]) new_rows.push_back(rows[k]);
+  }
+  db::project(tx, new_rows, options);
+}
+
+// Runs `body` under a savepoint. A permanent failure rolls the savepoint
+// back and is returned; transient and fatal ones are returned as they are
+// (the whole transaction is lost then).
 //
 // Savepoints are plain SQL on the batch's transaction rather than
 // pqxx::subtransaction: libpqxx 6.4 opens a subtransaction lazily and
 // exec_params() does not open it, so its abort() silently rolled back
-// nothing (a dead-lettered event kept its processed_events row). The
-// consume-loop and replay tests catch that.
-Status apply_event(pqxx::transaction_base& tx, const Event& ev, const handlers::Handler& handler,
-                   bool* duplicate) {
+// nothing. The applier tests catch that.
+template <typename Body>
+Status under_savepoint(pqxx::transaction_base& tx, const char* name, Body&& body) {
   Status result;
   try {
-    tx.exec0("SAVEPOINT crm_event");
-    if (!db::record_processed(tx, ev)) {
-      *duplicate = true;
-      tx.exec0("RELEASE SAVEPOINT crm_event");
-      return Status::ok();
-    }
-    db::append_timeline(tx, ev);
-    db::PgProspectStore prospects(tx);
-    handlers::Stores stores{prospects};
-    result = handler.handle(ev, stores);
-    if (result) {
-      tx.exec0("RELEASE SAVEPOINT crm_event");
-      return result;
-    }
+    tx.exec0(std::string("SAVEPOINT ") + name);
+    body();
+    tx.exec0(std::string("RELEASE SAVEPOINT ") + name);
+    return Status::ok();
   } catch (...) {
     result = db::classify_exception(std::current_exception());
   }
   if (result.is_permanent()) {
     try {
-      tx.exec0("ROLLBACK TO SAVEPOINT crm_event");
-      tx.exec0("RELEASE SAVEPOINT crm_event");
+      tx.exec0(std::string("ROLLBACK TO SAVEPOINT ") + name);
+      tx.exec0(std::string("RELEASE SAVEPOINT ") + name);
     } catch (...) {
       return db::classify_exception(std::current_exception());
     }
@@ -68,38 +82,68 @@ Status apply_event(pqxx::transaction_base& tx, const Event& ev, const handlers::
 }  // namespace
 
 Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& items,
-                   std::vector<ItemResult>* results) {
+                   const db::ProjectionOptions& options, std::vector<ItemResult>* results) {
   results->assign(items.size(), ItemResult{});
+  std::vector<Status> failures(items.size());
+  std::vector<Pending> pending;
+  std::map<std::string, size_t> first_of_id;
   for (size_t i = 0; i < items.size(); ++i) {
     const WorkItem& w = items[i];
-    ItemResult& r = (*results)[i];
-    Status failure;
     if (!w.item.event) {
-      failure = w.item.error;
-    } else if (const handlers::Handler* h = handlers::find_handler(w.item.event->type)) {
-      bool duplicate = false;
-      Status s = apply_event(tx, *w.item.event, *h, &duplicate);
-      if (!s.is_ok() && !s.is_permanent()) return s;
-      failure = s;
-      if (s.is_ok()) r.outcome = duplicate ? Outcome::kDuplicate : Outcome::kApplied;
-    } else {
-      failure = Status::permanent("unknown_type",
-                                  "no handler for event type \"" +
-                                      w.item.event->type.substr(0, 64) + "\"");
+      failures[i] = w.item.error;
+      continue;
     }
-    if (!failure.is_ok()) {
-      r.outcome = Outcome::kDeadLetter;
-      r.reason = failure.reason();
-      r.error = failure.message();
-      try {
-        r.new_dead_letter = db::insert_dead_letter(tx, dead_letter_for(w, r.reason, r.error));
-      } catch (...) {
-        Status s = db::classify_exception(std::current_exception());
-        // A dead letter that itself cannot be stored must not be skipped:
-        // treat it as transient so the batch is retried, never lost.
-        if (s.is_permanent()) return Status::transient("dead_letter_write", s.message());
-        return s;
+    const Event& ev = *w.item.event;
+    const handlers::Handler* h = handlers::find_handler(ev.type);
+    if (h == nullptr) {
+      failures[i] = Status::permanent("unknown_type",
+                                      "no handler for event type \"" + ev.type.substr(0, 64) + "\"");
+      continue;
+    }
+    Result<handlers::Fact> fact = h->extract(ev);
+    if (!fact) {
+      failures[i] = fact.status();
+      continue;
+    }
+    // The same event twice in one batch: the first one speaks for both.
+    if (!first_of_id.emplace(ev.id, i).second) {
+      (*results)[i].outcome = Outcome::kDuplicate;
+      continue;
+    }
+    pending.push_back({i, std::move(*fact)});
+  }
+
+  std::vector<const Pending*> all;
+  for (const Pending& p : pending) all.push_back(&p);
+  Status batch = under_savepoint(tx, "crm_batch", [&] { apply_facts(tx, items, all, options, results); });
+  if (batch.is_permanent()) {
+    // Find the event the database refuses: one at a time.
+    for (const Pending& p : pending) {
+      Status one = under_savepoint(tx, "crm_event", [&] { apply_facts(tx, items, {&p}, options, results); });
+      if (one.is_permanent()) {
+        failures[p.index] = one;
+      } else if (!one) {
+        return one;
       }
+    }
+  } else if (!batch) {
+    return batch;
+  }
+
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (failures[i].is_ok()) continue;
+    ItemResult& r = (*results)[i];
+    r.outcome = Outcome::kDeadLetter;
+    r.reason = failures[i].reason();
+    r.error = failures[i].message();
+    try {
+      r.new_dead_letter = db::insert_dead_letter(tx, dead_letter_for(items[i], r.reason, r.error));
+    } catch (...) {
+      Status s = db::classify_exception(std::current_exception());
+      // A dead letter that itself cannot be stored must not be skipped:
+      // treat it as transient so the batch is retried, never lost.
+      if (s.is_permanent()) return Status::transient("dead_letter_write", s.message());
+      return s;
     }
   }
   crash_point("before_db_commit");
@@ -107,8 +151,8 @@ Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& item
 }
 
 Status apply_batch(db::Database& db, const std::vector<WorkItem>& items,
-                   std::vector<ItemResult>* results) {
-  return db.transact([&](pqxx::work& tx) { return apply_items(tx, items, results); });
+                   const db::ProjectionOptions& options, std::vector<ItemResult>* results) {
+  return db.transact([&](pqxx::work& tx) { return apply_items(tx, items, options, results); });
 }
 
 std::string headers_to_json(const queue::RawMessage& msg) {

@@ -1,11 +1,19 @@
 #pragma once
-// Applies a batch of decoded items in ONE database transaction: for each
-// event a savepoint, the processed_events row (a duplicate stops here), the
-// timeline row, then the handler's effects. An item that fails permanently
-// (undecodable, unknown type, a handler's kPermanent, a constraint the data
-// violates) is rolled back to its savepoint and becomes a dead_letters row
-// in the same transaction, so the batch's other events still apply and the
-// commit covers everything the offsets will say is done.
+// Applies a batch of decoded items in ONE database transaction.
+//
+// Each event is checked against its type's contract (handlers/) and becomes
+// a fact; the facts are recorded together (processed_events: a duplicate
+// stops there) and every row they touch is recomputed from the timeline
+// (db/projections.h), with one statement per table for the whole batch. An
+// item that fails permanently (undecodable, unknown type, contract
+// violation) becomes a dead_letters row in the same transaction, so the
+// batch's other events still apply and the commit covers everything the
+// offsets will say is done.
+//
+// If the database itself rejects the batch (a value PostgreSQL refuses that
+// the contract checks let through), the batch is rolled back to a savepoint
+// and applied again one event at a time, each under its own savepoint, so
+// only the culprit is dead-lettered (reason db_rejected).
 //
 // A transient or fatal error anywhere aborts the whole transaction and is
 // returned: the caller retries the same batch later (nothing was written).
@@ -18,6 +26,7 @@
 
 #include "daemon/core/status.h"
 #include "db/database.h"
+#include "db/projections.h"
 #include "queue/decode.h"
 
 namespace crm {
@@ -40,11 +49,11 @@ struct ItemResult {
 // Applies the items inside an already open transaction. Returns ok with
 // one result per item, or the transient/fatal error that must abort `tx`.
 Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& items,
-                   std::vector<ItemResult>* results);
+                   const db::ProjectionOptions& options, std::vector<ItemResult>* results);
 
 // The same, in a transaction of its own on `db`.
 Status apply_batch(db::Database& db, const std::vector<WorkItem>& items,
-                   std::vector<ItemResult>* results);
+                   const db::ProjectionOptions& options, std::vector<ItemResult>* results);
 
 // Headers of a Kafka message as the JSON kept with its dead letter.
 std::string headers_to_json(const queue::RawMessage& msg);

@@ -289,6 +289,22 @@ class FileReader {
     const std::vector<Field> followups = {
         {"email_sequence", duration_list_field(c.followups.email_sequence, Millis{1},
                                                hours(365 * 24), kMaxEmailSequence)},
+        {"call_reminder_before",
+         duration_field(c.followups.call_reminder_before, Millis{0}, hours(7 * 24))},
+    };
+    // Weights are never negative: a score that only grows crosses the
+    // threshold once, whatever order the events arrive in.
+    const std::vector<Field> lead_score_weights = {
+        {"email_opened", int_field(c.lead_score.weights.email_opened, 0, 1000)},
+        {"email_clicked", int_field(c.lead_score.weights.email_clicked, 0, 1000)},
+        {"email_replied", int_field(c.lead_score.weights.email_replied, 0, 1000)},
+        {"sms_replied", int_field(c.lead_score.weights.sms_replied, 0, 1000)},
+        {"call_scheduled", int_field(c.lead_score.weights.call_scheduled, 0, 1000)},
+        {"call_completed", int_field(c.lead_score.weights.call_completed, 0, 1000)},
+    };
+    const std::vector<Field> lead_score = {
+        {"threshold", int_field(c.lead_score.threshold, 0, 1000000)},
+        {"weights", table_field(lead_score_weights)},
     };
     const std::vector<Field> consumer = {
         {"batch_max_events", int_field(c.consumer.batch_max_events, 1, 10000)},
@@ -304,7 +320,8 @@ class FileReader {
         {"hubspot", table_field(hubspot)},   {"sendgrid", table_field(sendgrid)},
         {"slack", table_field(slack)},       {"http", table_field(http)},
         {"log", table_field(log)},           {"retry", table_field(retry)},
-        {"followups", table_field(followups)}, {"consumer", table_field(consumer)},
+        {"followups", table_field(followups)}, {"lead_score", table_field(lead_score)},
+        {"consumer", table_field(consumer)},
     };
     walk(root, "", sections);
   }
@@ -932,6 +949,19 @@ std::string render_effective(const Config& c) {
 
   out << "\n[followups]\n";
   put(out, "email_sequence", durations(c.followups.email_sequence));
+  put(out, "call_reminder_before", quote(format_duration(c.followups.call_reminder_before)));
+
+  out << "\n[lead_score]\n";
+  put(out, "threshold", std::to_string(c.lead_score.threshold));
+
+  out << "\n[lead_score.weights]\n";
+  const LeadScoreWeights& w = c.lead_score.weights;
+  put(out, "email_opened", std::to_string(w.email_opened));
+  put(out, "email_clicked", std::to_string(w.email_clicked));
+  put(out, "email_replied", std::to_string(w.email_replied));
+  put(out, "sms_replied", std::to_string(w.sms_replied));
+  put(out, "call_scheduled", std::to_string(w.call_scheduled));
+  put(out, "call_completed", std::to_string(w.call_completed));
 
   out << "\n[consumer]\n";
   put(out, "batch_max_events", std::to_string(c.consumer.batch_max_events));

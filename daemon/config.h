@@ -113,9 +113,33 @@ struct RetryConfig {
 };
 
 struct FollowupsConfig {
+  // Delays after an email is sent (not itself a sequence step), each
+  // scheduling one follow-up email; empty = no automatic follow-ups.
   std::vector<Millis> email_sequence{Millis{3LL * 24 * 3600 * 1000},
                                      Millis{7LL * 24 * 3600 * 1000}};
+  // How long before a scheduled call its reminder is due.
+  Millis call_reminder_before{15 * 60 * 1000};
   bool operator==(const FollowupsConfig&) const = default;
+};
+
+// Behavioural lead scoring: lead_score = Σ weight × distinct count. Weights
+// are never negative, so a score only grows and crossing the threshold
+// happens once, whatever order the events arrive in.
+struct LeadScoreWeights {
+  int email_opened = 5;     // per email opened at least once (machine opens excluded)
+  int email_clicked = 10;   // per email clicked at least once
+  int email_replied = 30;   // per email replied to
+  int sms_replied = 30;     // per SMS reply
+  int call_scheduled = 20;  // per call scheduled
+  int call_completed = 25;  // per call completed
+  bool operator==(const LeadScoreWeights&) const = default;
+};
+
+struct LeadScoreConfig {
+  // Reaching it queues one Slack notification per prospect; 0 = never.
+  int threshold = 60;
+  LeadScoreWeights weights;
+  bool operator==(const LeadScoreConfig&) const = default;
 };
 
 // How the consume loop batches and bounds its input.
@@ -140,6 +164,7 @@ struct Config {
   LogConfig log;
   RetryConfig retry;
   FollowupsConfig followups;
+  LeadScoreConfig lead_score;
   ConsumerConfig consumer;
 
   // Where the values came from, for messages ("(defaults)" if no file).

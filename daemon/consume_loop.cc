@@ -64,7 +64,8 @@ ConsumeLoop::ConsumeLoop(const Config& config, db::Database& db, queue::KafkaCon
       metrics_(metrics),
       lifecycle_(lifecycle),
       on_reload_(std::move(on_reload)),
-      limits_(decode_limits(config)) {}
+      limits_(decode_limits(config)),
+      projection_(db::projection_options(config)) {}
 
 bool ConsumeLoop::drain_expired() const {
   return drain_deadline_ && Clock::now() >= *drain_deadline_;
@@ -182,7 +183,7 @@ Status ConsumeLoop::flush() {
     items.clear();
     for (const auto& e : batch_) items.insert(items.end(), e.items.begin(), e.items.end());
     auto t0 = Clock::now();
-    Status s = apply_batch(db_, items, &results);
+    Status s = apply_batch(db_, items, projection_, &results);
     if (s) {
       metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
       if (attempt > 0) log::info("database back, batch applied", {{"attempts", attempt + 1}});
@@ -274,7 +275,7 @@ Status ConsumeLoop::process_replays() {
       std::vector<WorkItem> items = decode_message(msg, config_, limits_);
       for (auto& w : items) w.item.origin = req.origin;
       std::vector<ItemResult> results;
-      if (Status st = apply_items(tx, items, &results); !st) return st;
+      if (Status st = apply_items(tx, items, projection_, &results); !st) return st;
       auto bad = std::find_if(results.begin(), results.end(),
                               [](const ItemResult& r) { return r.outcome == Outcome::kDeadLetter; });
       if (bad == results.end()) {

@@ -74,6 +74,7 @@ class ConsumeLoop {
   Lifecycle& lifecycle_;
   std::function<void()> on_reload_;
   queue::DecodeLimits limits_;
+  db::ProjectionOptions projection_;
 
   std::vector<Entry> batch_;
   std::vector<Entry> next_;  // arrived while batch_ was being retried

@@ -5,9 +5,6 @@
 namespace crm::db {
 namespace {
 
-// PostgreSQL parses RFC 3339 with a zone as timestamptz exactly.
-std::string ts(Timestamp t) { return format_rfc3339(t); }
-
 // nullptr for SQL NULL.
 const char* opt(const std::optional<std::string>& v) { return v ? v->c_str() : nullptr; }
 
@@ -39,85 +36,6 @@ bool is_storable_text(std::string_view s) {
     i += extra + 1;
   }
   return true;
-}
-
-Status PgProspectStore::apply_discovered(const handlers::ProspectProfile& p, Timestamp at,
-                                         const std::string& event_id) {
-  tx_.exec_params(
-      "INSERT INTO prospects (id, created_at, updated_at) VALUES ($1, now(), now()) "
-      "ON CONFLICT (id) DO NOTHING",
-      p.id);
-  // Lock the row before reading the timeline: under READ COMMITTED, an
-  // UPDATE that waits for another transaction's lock on this row would
-  // otherwise write values computed from a snapshot without that
-  // transaction's event, and the older profile could win.
-  tx_.exec_params("SELECT 1 FROM prospects WHERE id = $1 FOR UPDATE", p.id);
-  // Each field takes the value of the newest discovered event that carries
-  // it. Recomputing from the timeline (which holds every applied event once)
-  // makes the result independent of arrival order; discovered events are
-  // rare per prospect, so the scan is short.
-  tx_.exec_params(
-      "WITH f AS ("
-      "  SELECT"
-      "   (array_agg(details->>'name' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'name' IS NOT NULL))[1] AS name,"
-      "   (array_agg(details->>'email' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'email' IS NOT NULL))[1] AS email,"
-      "   (array_agg(details->>'phone' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'phone' IS NOT NULL))[1] AS phone,"
-      "   (array_agg(details->>'company' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'company' IS NOT NULL))[1] AS company,"
-      "   (array_agg(details->>'source' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'source' IS NOT NULL))[1] AS source,"
-      "   (array_agg(details->>'category' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'category' IS NOT NULL))[1] AS category,"
-      "   (array_agg(details->>'urgency' ORDER BY occurred_at DESC, event_id DESC)"
-      "      FILTER (WHERE details->>'urgency' IS NOT NULL))[1] AS urgency,"
-      "   max(occurred_at) AS latest"
-      "  FROM outreach_activities"
-      "  WHERE prospect_id = $1 AND type = 'crm.prospect.discovered')"
-      "UPDATE prospects p SET"
-      "  name = COALESCE(f.name, p.name), email = COALESCE(f.email, p.email),"
-      "  phone = COALESCE(f.phone, p.phone), company = COALESCE(f.company, p.company),"
-      "  source = COALESCE(f.source, p.source), category = COALESCE(f.category, p.category),"
-      "  urgency = COALESCE(f.urgency, p.urgency),"
-      "  profile_updated_at = GREATEST(p.profile_updated_at, f.latest, $2::timestamptz),"
-      "  updated_at = now()"
-      " FROM f WHERE p.id = $1",
-      p.id, ts(at));
-  (void)event_id;
-  return Status::ok();
-}
-
-Status PgProspectStore::record_stage(const std::string& prospect_id, const std::string& stage,
-                                     Timestamp at, const std::string& notes) {
-  tx_.exec_params(
-      "INSERT INTO pipeline_stages (prospect_id, stage, stage_date, notes)"
-      " VALUES ($1, $2, $3::timestamptz, NULLIF($4, ''))"
-      " ON CONFLICT (prospect_id, stage) DO UPDATE SET"
-      "  notes = CASE WHEN EXCLUDED.stage_date < pipeline_stages.stage_date"
-      "               THEN EXCLUDED.notes ELSE pipeline_stages.notes END,"
-      "  stage_date = LEAST(pipeline_stages.stage_date, EXCLUDED.stage_date)",
-      prospect_id, stage, ts(at), notes);
-  return Status::ok();
-}
-
-bool record_processed(pqxx::transaction_base& tx, const Event& e) {
-  pqxx::result r = tx.exec_params(
-      "INSERT INTO processed_events (event_id, topic, partition, \"offset\", event_type)"
-      " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-      e.id, e.origin.topic, e.origin.partition, e.origin.offset, e.type);
-  return r.affected_rows() == 1;
-}
-
-void append_timeline(pqxx::transaction_base& tx, const Event& e) {
-  const boost::json::value* pid = e.data.if_contains("prospect_id");
-  std::optional<std::string> prospect;
-  if (pid != nullptr && pid->is_string()) prospect = std::string(pid->get_string());
-  tx.exec_params(
-      "INSERT INTO outreach_activities (event_id, prospect_id, type, occurred_at, details)"
-      " VALUES ($1, $2, $3, $4::timestamptz, $5::jsonb) ON CONFLICT (event_id) DO NOTHING",
-      e.id, opt(prospect), e.type, ts(e.time), boost::json::serialize(e.data));
 }
 
 bool insert_dead_letter(pqxx::transaction_base& tx, const DeadLetter& dl) {

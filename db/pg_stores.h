@@ -1,7 +1,7 @@
 #pragma once
-// PostgreSQL implementations of the handler stores (handlers/handler.h) and
-// of the event log the applier writes around every event: processed_events,
-// the outreach_activities timeline and dead_letters.
+// The dead_letters table: what the applier writes for an event it cannot
+// apply, and what `crm-worker dlq replay` asks the daemon to apply again.
+// (The facts and their projections are in db/projections.h.)
 //
 // Every object here is bound to one open transaction (or savepoint) and used
 // on the consumer thread only. SQL is always parameterised.
@@ -12,28 +12,9 @@
 
 #include <pqxx/pqxx>
 
-#include "handlers/handler.h"
+#include "handlers/event.h"
 
 namespace crm::db {
-
-class PgProspectStore final : public handlers::ProspectStore {
- public:
-  explicit PgProspectStore(pqxx::transaction_base& tx) : tx_(tx) {}
-  Status apply_discovered(const handlers::ProspectProfile& profile, Timestamp at,
-                          const std::string& event_id) override;
-  Status record_stage(const std::string& prospect_id, const std::string& stage, Timestamp at,
-                      const std::string& notes) override;
-
- private:
-  pqxx::transaction_base& tx_;
-};
-
-// Inserts the event's processed_events row. False if it was already there
-// (a duplicate delivery): the caller must then apply nothing.
-bool record_processed(pqxx::transaction_base& tx, const Event& event);
-
-// Appends the event to the outreach_activities timeline.
-void append_timeline(pqxx::transaction_base& tx, const Event& event);
 
 // A message (or SendGrid element) that cannot be applied.
 struct DeadLetter {

@@ -1,64 +1,86 @@
 #pragma once
-// The handler contract. A handler applies one event's effects through the
-// small domain stores below; it never sees librdkafka or libpqxx and never
-// builds SQL, so it can be unit-tested with in-memory fakes.
+// The handler contract. A handler checks one event against the contract of
+// its type (SPEC.md §4) and turns it into a Fact: the timeline row the event
+// becomes. It never sees librdkafka or libpqxx and never builds SQL; it is a
+// pure function, unit-tested on its own.
 //
-// Called on the consumer thread, inside the batch's database transaction and
-// the event's own savepoint. By the time handle() runs, the event has been
-// recorded in processed_events (so it is not a duplicate) and appended to
-// the outreach_activities timeline.
+// What a fact *does* (statuses, counters, follow-ups, notifications) is not
+// decided here but by the projections (db/projections.h), which recompute
+// every touched row from the set of facts on the timeline. That split is what
+// makes the result independent of arrival order: a handler sees one event,
+// the projection sees all of them.
 //
-// Return kPermanent for input that violates the contract (it becomes a dead
-// letter and the savepoint is rolled back); store errors pass through with
-// their own kind (a lost database connection is kTransient and fails the
-// whole batch, which is retried).
+// Input that violates the contract is kPermanent with reason missing_field,
+// wrong_type or bad_value, naming the field: the event becomes a dead letter.
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <boost/json.hpp>
 
 #include "daemon/core/status.h"
 #include "handlers/event.h"
 
 namespace crm::handlers {
 
-// A prospect's profile as one crm.prospect.discovered event states it.
-// Absent fields are nullopt: they never erase what another event said.
-struct ProspectProfile {
-  std::string id;
-  std::optional<std::string> name, email, phone, company, source, category, urgency;
+// What an event is about. Projections find "every event of email X" by it.
+enum class EntityType { kNone, kEmail, kSms, kCall, kDeal, kCustomer };
+const char* to_string(EntityType type);  // nullptr, "email", "sms", ...
+
+struct Fact {
+  EntityType entity_type = EntityType::kNone;
+  // The email / sms / call / deal id, or the prospect id for kCustomer.
+  // Unset only for a SendGrid event known by its message id alone.
+  std::optional<std::string> entity_id;
+  // Unset when the event does not name its prospect (some email events):
+  // the projection takes it from the entity's other events.
+  std::optional<std::string> prospect_id;
+  // SendGrid's X-Message-Id (the part of sg_message_id before the first
+  // '.'); links SendGrid events to the email that was sent.
+  std::optional<std::string> provider_message_id;
+  // The event's data with every contract field checked: the projections may
+  // rely on the types (times are normalized RFC 3339, amounts are numbers or
+  // decimal strings). Fields outside the contract are kept as they came.
+  boost::json::object details;
 };
 
-class ProspectStore {
- public:
-  virtual ~ProspectStore() = default;
-  // Creates the prospect if it does not exist (sales_status 'new'), then
-  // sets each profile field to the value given by the latest discovered
-  // event (by event time, then event id) that carries that field, so the
-  // result does not depend on the order events arrive in.
-  [[nodiscard]] virtual Status apply_discovered(const ProspectProfile& profile, Timestamp at,
-                                                const std::string& event_id) = 0;
-  // Records that the prospect reached `stage`; keeps the earliest date.
-  [[nodiscard]] virtual Status record_stage(const std::string& prospect_id,
-                                            const std::string& stage, Timestamp at,
-                                            const std::string& notes) = 0;
+// One field of an event type's contract.
+enum class FieldKind {
+  kString,        // a JSON string (required: non-empty)
+  kText,          // a JSON string, may be empty (reply bodies)
+  kTime,          // an RFC 3339 string
+  kCount,         // an integer in [0, 10^9]
+  kAmount,        // a finite number or a decimal string, |x| < 10^15
+  kBool,          // true / false
+  kStringArray,   // an array of strings
 };
 
-// What a handler may touch, bound to the current transaction.
-struct Stores {
-  ProspectStore& prospects;
+struct FieldSpec {
+  std::string_view name;
+  FieldKind kind = FieldKind::kString;
+  bool required = false;
+  // For kString: the allowed values; empty = any.
+  std::vector<std::string_view> one_of = {};
 };
 
-class Handler {
- public:
-  virtual ~Handler() = default;
-  // A stable name, used as a metric label.
-  virtual std::string_view name() const = 0;
-  [[nodiscard]] virtual Status handle(const Event& event, Stores& stores) const = 0;
+struct Handler {
+  std::string_view type;
+  EntityType entity = EntityType::kNone;
+  // The data field holding the entity id ("email_id", ...); for kCustomer
+  // it is "prospect_id".
+  std::string_view entity_field;
+  // Whether data.prospect_id is required (else optional).
+  bool prospect_required = true;
+  std::vector<FieldSpec> fields;
+
+  Result<Fact> extract(const Event& event) const;
 };
 
-// Field helpers shared by handlers: a required / optional string member of
-// event.data, with kPermanent "missing_field" / "wrong_type" on violation.
+// Field checks, also used by the decoders' tests: a required / optional
+// string member of event.data.
 Result<std::string> required_string(const Event& event, std::string_view field);
 Result<std::optional<std::string>> optional_string(const Event& event, std::string_view field);
 

@@ -1,34 +1,74 @@
 #include "handlers/routing.h"
 
-#include "handlers/prospects.h"
-
 namespace crm::handlers {
 namespace {
 
-const ProspectDiscoveredHandler kProspectDiscovered;
+using K = FieldKind;
+using E = EntityType;
 
-struct Route {
-  std::string_view type;
-  const Handler* handler;
-};
+// The one list: SPEC.md §4's outreach types with their data contracts, plus
+// the SendGrid-only email types (processed, deferred, resubscribed), which
+// are kept on the timeline and change nothing else. Adding an event type
+// means adding its entry here and, if it has an effect, its rule in
+// db/projections.cc.
+const std::vector<Handler>& routes() {
+  static const std::vector<Handler> kRoutes = {
+      {"crm.prospect.discovered", E::kNone, "", true,
+       {{"name", K::kString, true}, {"email"}, {"phone"}, {"company"}, {"source"}, {"category"},
+        {"urgency"}}},
 
-// The one list. Adding an event type means adding its line here.
-constexpr Route kRoutes[] = {
-    {"crm.prospect.discovered", &kProspectDiscovered},
-};
+      {"crm.email.sent", E::kEmail, "email_id", true,
+       {{"provider_message_id"}, {"template"}, {"subject", K::kText}, {"sequence_step", K::kCount}}},
+      {"crm.email.processed", E::kEmail, "email_id", false, {}},
+      {"crm.email.deferred", E::kEmail, "email_id", false, {}},
+      {"crm.email.delivered", E::kEmail, "email_id", false, {}},
+      {"crm.email.opened", E::kEmail, "email_id", false, {{"machine_open", K::kBool}}},
+      {"crm.email.clicked", E::kEmail, "email_id", false, {{"url", K::kText}}},
+      {"crm.email.replied", E::kEmail, "email_id", false, {{"reply_text", K::kText}}},
+      {"crm.email.bounced", E::kEmail, "email_id", false, {{"reason", K::kText}}},
+      {"crm.email.dropped", E::kEmail, "email_id", false, {{"reason", K::kText}}},
+      {"crm.email.unsubscribed", E::kEmail, "email_id", false, {}},
+      {"crm.email.spam_reported", E::kEmail, "email_id", false, {}},
+      {"crm.email.resubscribed", E::kEmail, "email_id", false, {}},
+
+      {"crm.sms.status", E::kSms, "sms_id", true,
+       {{"status", K::kString, true, {"queued", "sent", "delivered", "undelivered", "failed"}}}},
+      {"crm.sms.replied", E::kSms, "sms_id", true, {{"body", K::kText, true}}},
+
+      {"crm.call.scheduled", E::kCall, "call_id", true, {{"scheduled_at", K::kTime, true}}},
+      {"crm.call.completed", E::kCall, "call_id", true,
+       {{"completed_at", K::kTime, true},
+        {"duration_s", K::kCount},
+        {"notes", K::kText},
+        {"objections", K::kStringArray},
+        {"next_steps", K::kText},
+        {"outcome"}}},
+
+      {"crm.deal.stage_changed", E::kDeal, "deal_id", false,
+       {{"stage", K::kString, true}, {"amount", K::kAmount}}},
+
+      {"crm.payment.completed", E::kCustomer, "prospect_id", true,
+       {{"payment_id", K::kString, true},
+        {"amount", K::kAmount, true},
+        {"currency", K::kString, true},
+        {"plan"}}},
+      {"crm.subscription.cancelled", E::kCustomer, "prospect_id", true, {{"plan"}}},
+  };
+  return kRoutes;
+}
 
 }  // namespace
 
 const Handler* find_handler(std::string_view type) {
-  for (const Route& r : kRoutes) {
-    if (r.type == type) return r.handler;
+  for (const Handler& h : routes()) {
+    if (h.type == type) return &h;
   }
   return nullptr;
 }
 
 std::vector<std::string_view> routed_types() {
   std::vector<std::string_view> out;
-  for (const Route& r : kRoutes) out.push_back(r.type);
+  for (const Handler& h : routes()) out.push_back(h.type);
   return out;
 }
 

@@ -578,13 +578,11 @@ Result<Event> decode_sendgrid_element(const json::value& element, const MessageO
   Result<std::string> sg_message_id = optional_string(obj, "sg_message_id");
   if (!sg_message_id) return sg_message_id.status();
 
-  std::string email = *email_id;
-  if (email.empty()) {
-    // sg_message_id is "<X-Message-Id of the send>.<SendGrid's suffix>", and
-    // the X-Message-Id is what we stored when we sent the email.
-    email = sg_message_id->substr(0, sg_message_id->find('.'));
-  }
-  if (email.empty()) {
+  // Without the custom arg, the email is found later by the message id:
+  // sg_message_id is "<X-Message-Id of the send>.<SendGrid's suffix>", and
+  // crm.email.sent carries the X-Message-Id (asynchronous bounces have
+  // neither and cannot be matched).
+  if (email_id->empty() && sg_message_id->substr(0, sg_message_id->find('.')).empty()) {
     return fail("missing_field",
                 "no \"email_id\" custom arg and no \"sg_message_id\" to name the email");
   }
@@ -594,7 +592,7 @@ Result<Event> decode_sendgrid_element(const json::value& element, const MessageO
   ev.source = "sendgrid";
   ev.type = type;
   ev.time = Timestamp{seconds * 1'000'000};
-  ev.data["email_id"] = email;
+  if (!email_id->empty()) ev.data["email_id"] = *email_id;
   if (!prospect_id->empty()) ev.data["prospect_id"] = *prospect_id;
   if (!sg_message_id->empty()) ev.data["provider_message_id"] = *sg_message_id;
   const json::value* url = obj.if_contains("url");
@@ -610,7 +608,7 @@ Result<Event> decode_sendgrid_element(const json::value& element, const MessageO
   const json::value* recipient = obj.if_contains("email");
   if (recipient != nullptr && recipient->is_string()) ev.data["email"] = recipient->get_string();
   ev.data["sendgrid"] = element;
-  ev.key = prospect_id->empty() ? email : *prospect_id;
+  ev.key = !prospect_id->empty() ? *prospect_id : !email_id->empty() ? *email_id : *sg_message_id;
   ev.origin = origin;
   return ev;
 }

@@ -1,0 +1,685 @@
+#include "db/projections.h"
+
+#include <set>
+#include <utility>
+
+#include <boost/json.hpp>
+
+namespace crm::db {
+namespace {
+
+namespace json = boost::json;
+using handlers::EntityType;
+
+// Every statement takes its sets as one JSON parameter ($1::jsonb), so a
+// batch of any size is one round trip per statement and nothing is ever
+// spliced into SQL text.
+
+constexpr const char* kRecordFacts = R"SQL(
+WITH f AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS f(
+    i int, event_id text, type text, topic text, part int, off bigint, t timestamptz,
+    pid text, et text, eid text, pmid text, details jsonb)
+), p AS (
+  INSERT INTO processed_events (event_id, topic, partition, "offset", event_type)
+  SELECT event_id, topic, part, off, type FROM f
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING event_id
+), t AS (
+  INSERT INTO outreach_activities
+    (event_id, prospect_id, type, occurred_at, details, entity_type, entity_id, provider_message_id)
+  SELECT f.event_id, f.pid, f.type, f.t, f.details, f.et, f.eid, f.pmid FROM f JOIN p USING (event_id)
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING event_id
+)
+SELECT f.i FROM f JOIN t USING (event_id)
+)SQL";
+
+// Transaction-scoped locks on the keys about to be recomputed, in one
+// order, so two batches touching the same keys queue instead of
+// interleaving their reads and writes.
+constexpr const char* kLockKeys = R"SQL(
+SELECT count(pg_advisory_xact_lock(k)) FROM (
+  SELECT DISTINCT hashtextextended(x, 7) AS k FROM jsonb_array_elements_text($1::jsonb) x
+  ORDER BY 1) s
+)SQL";
+
+// SendGrid events that named their email only by the message id take the
+// email's id once a crm.email.sent with that message id is on the timeline.
+constexpr const char* kLinkOrphans = R"SQL(
+WITH m AS (
+  SELECT provider_message_id, min(entity_id) AS email_id FROM outreach_activities
+  WHERE provider_message_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+    AND type = 'crm.email.sent' AND entity_id IS NOT NULL
+  GROUP BY provider_message_id)
+UPDATE outreach_activities o SET entity_id = m.email_id
+FROM m
+WHERE o.provider_message_id = m.provider_message_id
+  AND o.entity_type = 'email' AND o.entity_id IS NULL
+RETURNING o.entity_id
+)SQL";
+
+// Events that do not name their prospect take the prospect of their entity:
+// the one stated by the entity's creating event (email sent), else by its
+// earliest event that states one. Returns the prospects that gained or lost
+// an event, which must be recomputed too.
+constexpr const char* kInferProspects = R"SQL(
+WITH k AS (
+  SELECT x->>0 AS et, x->>1 AS eid FROM jsonb_array_elements($1::jsonb) x
+), owner AS (
+  SELECT o.entity_type, o.entity_id,
+    (array_agg(o.prospect_id ORDER BY (o.type = 'crm.email.sent') DESC, o.occurred_at, o.event_id))[1] AS pid
+  FROM outreach_activities o JOIN k ON o.entity_type = k.et AND o.entity_id = k.eid
+  WHERE o.prospect_id IS NOT NULL AND NOT o.prospect_inferred
+  GROUP BY o.entity_type, o.entity_id)
+UPDATE outreach_activities o SET prospect_id = owner.pid, prospect_inferred = true
+FROM owner, outreach_activities old
+WHERE old.id = o.id AND o.entity_type = owner.entity_type AND o.entity_id = owner.entity_id
+  AND (o.prospect_id IS NULL OR o.prospect_inferred)
+  AND o.prospect_id IS DISTINCT FROM owner.pid
+RETURNING owner.pid, old.prospect_id
+)SQL";
+
+// email_activities. Ladder: sent 1 < delivered 2 < opened 3 < clicked 4 <
+// replied 5; bounced / failed (dropped) are terminal (rank 6): the earliest
+// one wins over everything. Machine opens never count as opens.
+constexpr const char* kProjectEmails = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+ev AS (
+  SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
+         o.prospect_id, o.prospect_inferred, o.provider_message_id,
+         (o.type = 'crm.email.opened' AND COALESCE((o.details->>'machine_open')::boolean, false)) AS machine
+  FROM outreach_activities o JOIN ids ON o.entity_type = 'email' AND o.entity_id = ids.id
+), a AS (
+  SELECT id,
+    (array_agg(prospect_id ORDER BY (type = 'crm.email.sent') DESC, t, event_id)
+       FILTER (WHERE prospect_id IS NOT NULL AND NOT prospect_inferred))[1] AS prospect_id,
+    (array_agg(provider_message_id ORDER BY t, event_id)
+       FILTER (WHERE type = 'crm.email.sent' AND provider_message_id IS NOT NULL))[1] AS pmid,
+    (array_agg(d->>'template' ORDER BY t, event_id)
+       FILTER (WHERE type = 'crm.email.sent' AND d ? 'template'))[1] AS template,
+    (array_agg(d->>'subject' ORDER BY t, event_id)
+       FILTER (WHERE type = 'crm.email.sent' AND d ? 'subject'))[1] AS subject,
+    (array_agg((d->>'sequence_step')::int ORDER BY t, event_id)
+       FILTER (WHERE type = 'crm.email.sent' AND d ? 'sequence_step'))[1] AS sequence_step,
+    min(t) FILTER (WHERE type = 'crm.email.sent') AS sent_at,
+    min(t) FILTER (WHERE type = 'crm.email.delivered') AS delivered_at,
+    min(t) FILTER (WHERE type = 'crm.email.opened' AND NOT machine) AS opened_at,
+    count(*) FILTER (WHERE type = 'crm.email.opened' AND NOT machine) AS open_count,
+    min(t) FILTER (WHERE machine) AS machine_opened_at,
+    count(*) FILTER (WHERE machine) AS machine_open_count,
+    min(t) FILTER (WHERE type = 'crm.email.clicked') AS clicked_at,
+    count(*) FILTER (WHERE type = 'crm.email.clicked') AS click_count,
+    min(t) FILTER (WHERE type = 'crm.email.replied') AS replied_at,
+    (array_agg(d->>'reply_text' ORDER BY t, event_id)
+       FILTER (WHERE type = 'crm.email.replied' AND d ? 'reply_text'))[1] AS reply_text,
+    min(t) FILTER (WHERE type IN ('crm.email.bounced', 'crm.email.dropped')) AS bounced_at,
+    (array_agg(d->>'reason' ORDER BY t, event_id)
+       FILTER (WHERE type IN ('crm.email.bounced', 'crm.email.dropped')))[1] AS bounce_reason,
+    (array_agg(CASE type WHEN 'crm.email.bounced' THEN 'bounced' ELSE 'failed' END ORDER BY t, event_id)
+       FILTER (WHERE type IN ('crm.email.bounced', 'crm.email.dropped')))[1] AS terminal,
+    min(t) FILTER (WHERE type = 'crm.email.unsubscribed') AS unsubscribed_at,
+    min(t) FILTER (WHERE type = 'crm.email.spam_reported') AS spam_reported_at,
+    max(CASE WHEN type = 'crm.email.sent' THEN 1
+             WHEN type = 'crm.email.delivered' THEN 2
+             WHEN type = 'crm.email.opened' AND NOT machine THEN 3
+             WHEN type = 'crm.email.clicked' THEN 4
+             WHEN type = 'crm.email.replied' THEN 5 ELSE 0 END) AS ladder
+  FROM ev GROUP BY id)
+INSERT INTO email_activities AS e (id, prospect_id, provider_message_id, template, subject,
+  sequence_step, status, status_rank, sent_at, delivered_at, opened_at, open_count,
+  machine_opened_at, machine_open_count, clicked_at, click_count, replied_at, reply_text,
+  bounced_at, bounce_reason, unsubscribed_at, spam_reported_at)
+SELECT id, prospect_id, pmid, template, subject, sequence_step,
+  COALESCE(terminal, (ARRAY['sent', 'delivered', 'opened', 'clicked', 'replied'])[NULLIF(ladder, 0)]),
+  CASE WHEN terminal IS NOT NULL THEN 6 ELSE ladder END,
+  sent_at, delivered_at, opened_at, open_count, machine_opened_at, machine_open_count,
+  clicked_at, click_count, replied_at, reply_text, bounced_at, bounce_reason,
+  unsubscribed_at, spam_reported_at
+FROM a
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, provider_message_id = EXCLUDED.provider_message_id,
+  template = EXCLUDED.template, subject = EXCLUDED.subject,
+  sequence_step = EXCLUDED.sequence_step, status = EXCLUDED.status,
+  status_rank = EXCLUDED.status_rank, sent_at = EXCLUDED.sent_at,
+  delivered_at = EXCLUDED.delivered_at, opened_at = EXCLUDED.opened_at,
+  open_count = EXCLUDED.open_count, machine_opened_at = EXCLUDED.machine_opened_at,
+  machine_open_count = EXCLUDED.machine_open_count, clicked_at = EXCLUDED.clicked_at,
+  click_count = EXCLUDED.click_count, replied_at = EXCLUDED.replied_at,
+  reply_text = EXCLUDED.reply_text, bounced_at = EXCLUDED.bounced_at,
+  bounce_reason = EXCLUDED.bounce_reason, unsubscribed_at = EXCLUDED.unsubscribed_at,
+  spam_reported_at = EXCLUDED.spam_reported_at, updated_at = now()
+)SQL";
+
+// sms_activities. Ladder: queued 1 < sent 2 < delivered 3; undelivered and
+// failed are terminal (rank 4, the earliest wins). status_at is the time of
+// the event that set the status: the earliest one of the highest rank.
+constexpr const char* kProjectSms = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+ev AS (
+  SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
+         o.prospect_id, o.prospect_inferred,
+         CASE WHEN o.type <> 'crm.sms.status' THEN 0
+              WHEN o.details->>'status' IN ('undelivered', 'failed') THEN 4
+              ELSE array_position(ARRAY['queued', 'sent', 'delivered'], o.details->>'status') END AS rank
+  FROM outreach_activities o JOIN ids ON o.entity_type = 'sms' AND o.entity_id = ids.id
+), a AS (
+  SELECT id,
+    (array_agg(prospect_id ORDER BY t, event_id)
+       FILTER (WHERE prospect_id IS NOT NULL AND NOT prospect_inferred))[1] AS prospect_id,
+    (array_agg(d->>'status' ORDER BY t, event_id) FILTER (WHERE rank = 4))[1] AS terminal,
+    (array_agg(d->>'status' ORDER BY rank DESC, t, event_id) FILTER (WHERE rank > 0))[1] AS status,
+    (array_agg(t ORDER BY rank = 4 DESC, rank DESC, t, event_id) FILTER (WHERE rank > 0))[1] AS status_at,
+    max(rank) AS rank,
+    (array_agg(d->>'body' ORDER BY t, event_id) FILTER (WHERE type = 'crm.sms.replied'))[1] AS body,
+    min(t) FILTER (WHERE type = 'crm.sms.replied') AS replied_at
+  FROM ev GROUP BY id)
+INSERT INTO sms_activities AS s (id, prospect_id, status, status_rank, status_at, body, replied_at)
+SELECT id, prospect_id, COALESCE(terminal, status), rank, status_at, body, replied_at FROM a
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, status = EXCLUDED.status,
+  status_rank = EXCLUDED.status_rank, status_at = EXCLUDED.status_at, body = EXCLUDED.body,
+  replied_at = EXCLUDED.replied_at, updated_at = now()
+)SQL";
+
+// call_activities. scheduled < completed. A reschedule is a newer
+// crm.call.scheduled: the newest scheduled_at wins; the completion details
+// come from the newest crm.call.completed.
+constexpr const char* kProjectCalls = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+ev AS (
+  SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
+         o.prospect_id, o.prospect_inferred
+  FROM outreach_activities o JOIN ids ON o.entity_type = 'call' AND o.entity_id = ids.id
+), a AS (
+  SELECT id,
+    (array_agg(prospect_id ORDER BY (type = 'crm.call.scheduled') DESC, t, event_id)
+       FILTER (WHERE prospect_id IS NOT NULL AND NOT prospect_inferred))[1] AS prospect_id,
+    (array_agg((d->>'scheduled_at')::timestamptz ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.call.scheduled'))[1] AS scheduled_at,
+    (array_agg(d ORDER BY t DESC, event_id DESC) FILTER (WHERE type = 'crm.call.completed'))[1] AS done
+  FROM ev GROUP BY id)
+INSERT INTO call_activities AS c (id, prospect_id, status, scheduled_at, completed_at, duration_s,
+  notes, objections, next_steps, outcome)
+SELECT id, prospect_id, CASE WHEN done IS NULL THEN 'scheduled' ELSE 'completed' END, scheduled_at,
+  (done->>'completed_at')::timestamptz, (done->>'duration_s')::int, done->>'notes',
+  CASE WHEN done ? 'objections'
+       THEN ARRAY(SELECT jsonb_array_elements_text(done->'objections')) END,
+  done->>'next_steps', done->>'outcome'
+FROM a
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, status = EXCLUDED.status,
+  scheduled_at = EXCLUDED.scheduled_at, completed_at = EXCLUDED.completed_at,
+  duration_s = EXCLUDED.duration_s, notes = EXCLUDED.notes, objections = EXCLUDED.objections,
+  next_steps = EXCLUDED.next_steps, outcome = EXCLUDED.outcome, updated_at = now()
+)SQL";
+
+// deals: the newest stage by event time wins, also against a stage written
+// by another path (HubSpot) with a newer stage_changed_at. The web app's
+// columns (name, company, close date) are left alone.
+constexpr const char* kProjectDeals = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+ev AS (
+  SELECT o.entity_id AS id, o.occurred_at AS t, o.event_id, o.details AS d,
+         o.prospect_id, o.prospect_inferred
+  FROM outreach_activities o JOIN ids ON o.entity_type = 'deal' AND o.entity_id = ids.id
+), a AS (
+  SELECT id,
+    (array_agg(prospect_id ORDER BY t, event_id)
+       FILTER (WHERE prospect_id IS NOT NULL AND NOT prospect_inferred))[1] AS prospect_id,
+    (array_agg(d->>'stage' ORDER BY t DESC, event_id DESC))[1] AS stage,
+    (array_agg((d->>'amount')::numeric ORDER BY t DESC, event_id DESC) FILTER (WHERE d ? 'amount'))[1] AS amount,
+    max(t) AS stage_changed_at
+  FROM ev GROUP BY id)
+INSERT INTO deals AS dl (id, prospect_id, stage, amount, stage_changed_at)
+SELECT id, prospect_id, stage, amount, stage_changed_at FROM a
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = COALESCE(EXCLUDED.prospect_id, dl.prospect_id), stage = EXCLUDED.stage,
+  amount = COALESCE(EXCLUDED.amount, dl.amount), stage_changed_at = EXCLUDED.stage_changed_at,
+  updated_at = now()
+WHERE dl.stage_changed_at IS NULL OR dl.stage_changed_at <= EXCLUDED.stage_changed_at
+)SQL";
+
+// customers and subscriptions, keyed by prospect. One subscription per
+// (prospect, plan) that was paid for, id "<prospect>:<plan>" (plan "default"
+// when the payment names none). It is cancelled when the newest cancellation
+// for it (one naming its plan, or naming none) is not older than its newest
+// payment; the customer is churned when it has a cancellation and no active
+// subscription. The customer's amount / currency / plan are its first
+// payment's.
+constexpr const char* kProjectCustomers = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+ev AS (
+  SELECT o.entity_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d
+  FROM outreach_activities o JOIN ids ON o.entity_type = 'customer' AND o.entity_id = ids.id
+), pay AS (
+  SELECT pid, COALESCE(d->>'plan', 'default') AS plan, min(t) AS started_at, max(t) AS last_paid,
+    (array_agg((d->>'amount')::numeric ORDER BY t DESC, event_id DESC))[1] AS amount,
+    (array_agg(d->>'currency' ORDER BY t DESC, event_id DESC))[1] AS currency
+  FROM ev WHERE type = 'crm.payment.completed' GROUP BY 1, 2
+), sub AS (
+  SELECT pay.*,
+    (SELECT max(c.t) FROM ev c WHERE c.pid = pay.pid AND c.type = 'crm.subscription.cancelled'
+       AND (NOT c.d ? 'plan' OR c.d->>'plan' = pay.plan)) AS cancelled_t
+  FROM pay
+), subs AS (
+  INSERT INTO subscriptions AS s (id, customer_id, prospect_id, plan, status, amount, currency,
+    started_at, cancelled_at)
+  SELECT pid || ':' || plan, pid, pid, plan,
+    CASE WHEN cancelled_t >= last_paid THEN 'cancelled' ELSE 'active' END, amount, currency,
+    started_at, CASE WHEN cancelled_t >= last_paid THEN cancelled_t END
+  FROM sub
+  ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+    started_at = EXCLUDED.started_at, cancelled_at = EXCLUDED.cancelled_at, updated_at = now()
+), c AS (
+  SELECT pid,
+    (array_agg(d ORDER BY t, event_id) FILTER (WHERE type = 'crm.payment.completed'))[1] AS first,
+    max(t) FILTER (WHERE type = 'crm.subscription.cancelled') AS last_cancel,
+    (SELECT count(*) FROM sub WHERE sub.pid = ev.pid
+       AND (sub.cancelled_t IS NULL OR sub.cancelled_t < sub.last_paid)) AS active_subs
+  FROM ev GROUP BY pid)
+INSERT INTO customers AS cu (id, prospect_id, status, amount, currency, plan, first_payment_id,
+  churned_at)
+SELECT pid, pid, CASE WHEN last_cancel IS NOT NULL AND active_subs = 0 THEN 'churned' ELSE 'active' END,
+  (first->>'amount')::numeric, first->>'currency', first->>'plan', first->>'payment_id',
+  CASE WHEN last_cancel IS NOT NULL AND active_subs = 0 THEN last_cancel END
+FROM c
+ON CONFLICT (id) DO UPDATE SET
+  status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+  plan = EXCLUDED.plan, first_payment_id = EXCLUDED.first_payment_id,
+  churned_at = EXCLUDED.churned_at, updated_at = now()
+)SQL";
+
+// The automatic email sequence: one row per delay ($2, milliseconds),
+// "<email_id>:followup:<step>", due at sent_at + delay. Only for emails that
+// are not themselves a sequence step. Rows still scheduled (or cancelled by
+// an event) follow a change of sent_at.
+constexpr const char* kScheduleEmailFollowups = R"SQL(
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, sequence_step,
+  email_id, source_time)
+SELECT e.id || ':followup:' || s.step, e.prospect_id, 'email',
+  e.sent_at + s.ms::bigint * interval '1 millisecond', 'scheduled', e.template, s.step::int, e.id,
+  e.sent_at
+FROM email_activities e
+CROSS JOIN jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS s(ms, step)
+WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL AND COALESCE(e.sequence_step, 0) = 0
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, template = EXCLUDED.template,
+  source_time = EXCLUDED.source_time, updated_at = now()
+WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+  AND (f.prospect_id, f.due_at, f.template, f.source_time) IS DISTINCT FROM
+      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.template, EXCLUDED.source_time)
+)SQL";
+
+// The reminder of a scheduled call, due $2 milliseconds before it.
+constexpr const char* kScheduleCallReminders = R"SQL(
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, call_id)
+SELECT c.id || ':reminder', c.prospect_id, 'call_reminder',
+  c.scheduled_at - $2::bigint * interval '1 millisecond', 'scheduled', c.id
+FROM call_activities c
+WHERE c.id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, updated_at = now()
+WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+  AND (f.prospect_id, f.due_at) IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.due_at)
+)SQL";
+
+// Cancels the touched prospects' pending follow-ups for the earliest event
+// that qualifies (see the header). A row cancelled by an event is looked at
+// again, so that an earlier qualifying event arriving late takes its place.
+constexpr const char* kCancelFollowups = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+f AS (
+  SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.source_time, f.cancelled_by_event
+  FROM followups f JOIN ids ON f.prospect_id = ids.id
+  WHERE f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL)
+), c AS (
+  SELECT DISTINCT ON (f.id) f.id, f.cancelled_by_event, o.event_id, o.occurred_at,
+    CASE o.type
+      WHEN 'crm.email.replied' THEN 'replied' WHEN 'crm.sms.replied' THEN 'replied'
+      WHEN 'crm.email.bounced' THEN 'bounced' WHEN 'crm.email.dropped' THEN 'dropped'
+      WHEN 'crm.email.unsubscribed' THEN 'unsubscribed'
+      WHEN 'crm.email.spam_reported' THEN 'spam_reported'
+      WHEN 'crm.call.completed' THEN 'call_completed'
+      WHEN 'crm.payment.completed' THEN 'closed_won'
+      ELSE o.details->>'stage' END AS reason
+  FROM f JOIN outreach_activities o ON o.prospect_id = f.prospect_id
+  WHERE (f.kind = 'email' AND (
+           o.type IN ('crm.email.bounced', 'crm.email.dropped', 'crm.email.unsubscribed',
+                      'crm.email.spam_reported')
+        OR (o.type IN ('crm.email.replied', 'crm.sms.replied')
+            AND (f.source_time IS NULL OR o.occurred_at >= f.source_time
+                 OR (o.entity_type = 'email' AND o.entity_id = f.email_id)))))
+     OR (f.kind = 'call_reminder' AND o.type = 'crm.call.completed'
+         AND o.entity_type = 'call' AND o.entity_id = f.call_id)
+     OR o.type = 'crm.payment.completed'
+     OR (o.type = 'crm.deal.stage_changed' AND o.details->>'stage' IN ('closed_won', 'closed_lost'))
+  ORDER BY f.id, o.occurred_at, o.event_id)
+UPDATE followups SET status = 'cancelled', cancel_reason = c.reason,
+  cancelled_by_event = c.event_id, cancelled_at = c.occurred_at, updated_at = now()
+FROM c
+WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
+)SQL";
+
+// prospects and pipeline_stages, from the prospect's events and the rows
+// recomputed above. $2: the lead-score weights (JSON object).
+//
+// Sales ladder: contacted 1 (email sent) < replied 2 (email or SMS reply) <
+// scheduled 3 (call scheduled) < proposal 4 (call completed with outcome
+// proposal_sent) < closed_won | closed_lost 5 (payment, deal closed). A
+// "move" is an event, in time order, whose rank beats every earlier one; the
+// closed stages share rank 5, so the first close is final. sales_status is
+// the last move; pipeline_stages holds "discovered" (the first event of the
+// prospect) and every move.
+constexpr const char* kProjectProspects = R"SQL(
+WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+w AS (SELECT $2::jsonb AS w),
+ev AS (
+  SELECT o.prospect_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
+         o.entity_id,
+         (o.type = 'crm.email.opened' AND COALESCE((o.details->>'machine_open')::boolean, false)) AS machine
+  FROM outreach_activities o JOIN ids ON o.prospect_id = ids.id
+), ranked AS (
+  SELECT pid, t, event_id, type,
+    CASE WHEN type = 'crm.email.sent' THEN 1
+         WHEN type IN ('crm.email.replied', 'crm.sms.replied') THEN 2
+         WHEN type = 'crm.call.scheduled' THEN 3
+         WHEN type = 'crm.call.completed' AND d->>'outcome' = 'proposal_sent' THEN 4
+         WHEN type = 'crm.payment.completed' THEN 5
+         WHEN type = 'crm.deal.stage_changed' AND d->>'stage' IN ('closed_won', 'closed_lost') THEN 5
+         ELSE 0 END AS rank,
+    CASE WHEN type = 'crm.email.sent' THEN 'contacted'
+         WHEN type IN ('crm.email.replied', 'crm.sms.replied') THEN 'replied'
+         WHEN type = 'crm.call.scheduled' THEN 'scheduled'
+         WHEN type = 'crm.call.completed' THEN 'proposal'
+         WHEN type = 'crm.payment.completed' THEN 'closed_won'
+         ELSE d->>'stage' END AS stage
+  FROM ev
+), moves AS (
+  SELECT pid, stage, t, type, rank FROM (
+    SELECT r.*, max(rank) OVER (PARTITION BY pid ORDER BY t, event_id
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+    FROM ranked r WHERE rank > 0) x
+  WHERE rank > COALESCE(before, 0)
+), stage_rows AS (
+  SELECT pid, 'discovered' AS stage, min(t) AS t, NULL::text AS notes FROM ev GROUP BY pid
+  UNION ALL
+  SELECT pid, stage, t, type FROM moves
+), del AS (
+  DELETE FROM pipeline_stages ps USING ids
+  WHERE ps.prospect_id = ids.id
+    AND NOT EXISTS (SELECT 1 FROM stage_rows r WHERE r.pid = ps.prospect_id AND r.stage = ps.stage)
+), up AS (
+  INSERT INTO pipeline_stages AS ps (prospect_id, stage, stage_date, notes)
+  SELECT pid, stage, t, notes FROM stage_rows
+  ON CONFLICT (prospect_id, stage) DO UPDATE SET
+    stage_date = EXCLUDED.stage_date, notes = EXCLUDED.notes
+  WHERE (ps.stage_date, ps.notes) IS DISTINCT FROM (EXCLUDED.stage_date, EXCLUDED.notes)
+), a AS (
+  SELECT ids.id,
+    (array_agg(d->>'name' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'name'))[1] AS name,
+    (array_agg(d->>'email' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'email'))[1] AS email,
+    (array_agg(d->>'phone' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'phone'))[1] AS phone,
+    (array_agg(d->>'company' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'company'))[1] AS company,
+    (array_agg(d->>'source' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'source'))[1] AS source,
+    (array_agg(d->>'category' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'category'))[1] AS category,
+    (array_agg(d->>'urgency' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'urgency'))[1] AS urgency,
+    max(t) FILTER (WHERE type = 'crm.prospect.discovered') AS profile_updated_at,
+    (SELECT m.stage FROM moves m WHERE m.pid = ids.id ORDER BY m.rank DESC LIMIT 1) AS sales_status,
+    max(CASE WHEN type = 'crm.email.sent' THEN 1
+             WHEN type = 'crm.email.delivered' THEN 2
+             WHEN type = 'crm.email.opened' AND NOT machine THEN 3
+             WHEN type = 'crm.email.clicked' THEN 4
+             WHEN type = 'crm.email.replied' THEN 5 ELSE 0 END) AS email_rank,
+    (array_agg(substr(type, 11) ORDER BY t, event_id)
+       FILTER (WHERE type IN ('crm.email.bounced', 'crm.email.dropped',
+                              'crm.email.unsubscribed', 'crm.email.spam_reported')))[1] AS suppressed,
+    min(t) FILTER (WHERE type IN ('crm.email.bounced', 'crm.email.dropped',
+                                  'crm.email.unsubscribed', 'crm.email.spam_reported')) AS suppressed_at,
+    max(t) FILTER (WHERE type IN ('crm.email.sent', 'crm.email.replied', 'crm.sms.replied',
+                                  'crm.call.completed')
+                      OR (type = 'crm.sms.status' AND d->>'status' IN ('sent', 'delivered')))
+      AS last_contact_at,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.sent') AS sent,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.opened' AND NOT machine) AS opened,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.clicked') AS clicked,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.replied') AS replied,
+    count(*) FILTER (WHERE type = 'crm.sms.replied') AS sms_replied,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.call.scheduled') AS calls_scheduled,
+    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.call.completed') AS calls_completed
+  FROM ids LEFT JOIN ev ON ev.pid = ids.id
+  GROUP BY ids.id)
+INSERT INTO prospects AS p (id, name, email, phone, company, source, category, urgency,
+  profile_updated_at, sales_status, email_status, email_suppressed_reason, email_suppressed_at,
+  last_contact_at, next_follow_up_at, emails_sent_count, emails_opened_count,
+  emails_clicked_count, emails_replied_count, sms_replied_count, calls_scheduled_count,
+  calls_completed_count, deal_value, lead_score)
+SELECT a.id, name, email, phone, company, source, category, urgency, profile_updated_at,
+  COALESCE(sales_status, 'new'),
+  (ARRAY['none', 'sent', 'delivered', 'opened', 'clicked', 'replied'])[COALESCE(email_rank, 0) + 1],
+  suppressed, suppressed_at, last_contact_at,
+  LEAST((SELECT min(due_at) FROM followups f
+          WHERE f.prospect_id = a.id AND f.status = 'scheduled' AND f.kind <> 'call_reminder'),
+        (SELECT min(scheduled_at) FROM call_activities c
+          WHERE c.prospect_id = a.id AND c.status = 'scheduled')),
+  sent, opened, clicked, replied, sms_replied, calls_scheduled, calls_completed,
+  (SELECT sum(amount) FROM deals d WHERE d.prospect_id = a.id),
+  opened * (w->>'email_opened')::int + clicked * (w->>'email_clicked')::int
+    + replied * (w->>'email_replied')::int + sms_replied * (w->>'sms_replied')::int
+    + calls_scheduled * (w->>'call_scheduled')::int + calls_completed * (w->>'call_completed')::int
+FROM a, w
+ON CONFLICT (id) DO UPDATE SET
+  name = COALESCE(EXCLUDED.name, p.name), email = COALESCE(EXCLUDED.email, p.email),
+  phone = COALESCE(EXCLUDED.phone, p.phone), company = COALESCE(EXCLUDED.company, p.company),
+  source = COALESCE(EXCLUDED.source, p.source), category = COALESCE(EXCLUDED.category, p.category),
+  urgency = COALESCE(EXCLUDED.urgency, p.urgency),
+  profile_updated_at = EXCLUDED.profile_updated_at, sales_status = EXCLUDED.sales_status,
+  email_status = EXCLUDED.email_status,
+  email_suppressed_reason = EXCLUDED.email_suppressed_reason,
+  email_suppressed_at = EXCLUDED.email_suppressed_at, last_contact_at = EXCLUDED.last_contact_at,
+  next_follow_up_at = EXCLUDED.next_follow_up_at, emails_sent_count = EXCLUDED.emails_sent_count,
+  emails_opened_count = EXCLUDED.emails_opened_count,
+  emails_clicked_count = EXCLUDED.emails_clicked_count,
+  emails_replied_count = EXCLUDED.emails_replied_count,
+  sms_replied_count = EXCLUDED.sms_replied_count,
+  calls_scheduled_count = EXCLUDED.calls_scheduled_count,
+  calls_completed_count = EXCLUDED.calls_completed_count, deal_value = EXCLUDED.deal_value,
+  lead_score = EXCLUDED.lead_score, updated_at = now()
+)SQL";
+
+// Slack notifications for the events of the touched prospects that call for
+// one. The id carries the event id, so a redelivery adds nothing; an event
+// whose prospect is not known yet (an email reply naming only the email)
+// gets its notification once it is.
+constexpr const char* kNotifyEvents = R"SQL(
+INSERT INTO notifications AS n (id, kind, prospect_id, payload)
+SELECT k.kind || ':' || o.event_id, k.kind, o.prospect_id,
+  jsonb_build_object('event_id', o.event_id, 'type', o.type, 'occurred_at', o.occurred_at,
+                     'entity_id', o.entity_id)
+FROM outreach_activities o
+JOIN (VALUES ('crm.email.replied', 'reply_received'), ('crm.sms.replied', 'reply_received'),
+             ('crm.call.completed', 'call_completed'), ('crm.payment.completed', 'payment'))
+  AS k(type, kind) ON k.type = o.type
+WHERE o.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+ON CONFLICT (id) DO UPDATE SET prospect_id = EXCLUDED.prospect_id, updated_at = now()
+WHERE n.status = 'pending' AND n.prospect_id IS DISTINCT FROM EXCLUDED.prospect_id
+)SQL";
+
+// One notification per prospect whose score reached the threshold ($2).
+constexpr const char* kNotifyScores = R"SQL(
+INSERT INTO notifications (id, kind, prospect_id, payload)
+SELECT 'lead_score:' || p.id, 'lead_score', p.id, jsonb_build_object('threshold', $2::int)
+FROM prospects p
+WHERE p.id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND p.lead_score >= $2::int
+ON CONFLICT (id) DO NOTHING
+)SQL";
+
+std::string to_json(const std::set<std::string>& ids) {
+  json::array a;
+  for (const std::string& id : ids) a.emplace_back(id);
+  return json::serialize(a);
+}
+
+// The keys a batch locks: "<kind>:<id>".
+void lock_keys(pqxx::transaction_base& tx, const std::set<std::string>& keys) {
+  if (!keys.empty()) tx.exec_params(kLockKeys, to_json(keys));
+}
+
+struct Touched {
+  std::set<std::string> emails, sms, calls, deals, customers, prospects;
+  std::set<std::string>* of(EntityType type) {
+    switch (type) {
+      case EntityType::kEmail: return &emails;
+      case EntityType::kSms: return &sms;
+      case EntityType::kCall: return &calls;
+      case EntityType::kDeal: return &deals;
+      case EntityType::kCustomer: return &customers;
+      case EntityType::kNone: return nullptr;
+    }
+    return nullptr;
+  }
+};
+
+std::string weights_json(const LeadScoreWeights& w) {
+  json::object o;
+  o["email_opened"] = w.email_opened;
+  o["email_clicked"] = w.email_clicked;
+  o["email_replied"] = w.email_replied;
+  o["sms_replied"] = w.sms_replied;
+  o["call_scheduled"] = w.call_scheduled;
+  o["call_completed"] = w.call_completed;
+  return json::serialize(o);
+}
+
+}  // namespace
+
+ProjectionOptions projection_options(const Config& config) {
+  ProjectionOptions o;
+  o.email_sequence = config.followups.email_sequence;
+  o.call_reminder_before = config.followups.call_reminder_before;
+  o.weights = config.lead_score.weights;
+  o.score_threshold = config.lead_score.threshold;
+  o.notify = config.slack.webhook_url.is_set();
+  return o;
+}
+
+std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<FactRow>& rows) {
+  std::vector<bool> fresh(rows.size(), false);
+  if (rows.empty()) return fresh;
+  json::array a;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Event& e = *rows[i].event;
+    const handlers::Fact& f = *rows[i].fact;
+    json::object o;
+    o["i"] = i;
+    o["event_id"] = e.id;
+    o["type"] = e.type;
+    o["topic"] = e.origin.topic;
+    o["part"] = e.origin.partition;
+    o["off"] = e.origin.offset;
+    o["t"] = format_rfc3339(e.time);
+    if (f.prospect_id) o["pid"] = *f.prospect_id;
+    if (const char* et = handlers::to_string(f.entity_type)) o["et"] = et;
+    if (f.entity_id) o["eid"] = *f.entity_id;
+    if (f.provider_message_id) o["pmid"] = *f.provider_message_id;
+    o["details"] = f.details;
+    a.push_back(std::move(o));
+  }
+  for (const auto& row : tx.exec_params(kRecordFacts, json::serialize(a))) {
+    fresh.at(row[0].as<size_t>()) = true;
+  }
+  return fresh;
+}
+
+void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
+             const ProjectionOptions& options) {
+  if (rows.empty()) return;
+  Touched touched;
+  std::set<std::string> message_ids, keys;
+  for (const FactRow& r : rows) {
+    const handlers::Fact& f = *r.fact;
+    if (f.prospect_id) {
+      touched.prospects.insert(*f.prospect_id);
+      keys.insert("prospect:" + *f.prospect_id);
+    }
+    if (f.entity_id) {
+      touched.of(f.entity_type)->insert(*f.entity_id);
+      keys.insert(std::string(handlers::to_string(f.entity_type)) + ":" + *f.entity_id);
+    }
+    if (f.provider_message_id) {
+      message_ids.insert(*f.provider_message_id);
+      keys.insert("message:" + *f.provider_message_id);
+    }
+  }
+  lock_keys(tx, keys);
+
+  // Link SendGrid orphans, then give prospect-less events their prospect.
+  if (!message_ids.empty()) {
+    std::set<std::string> more;
+    for (const auto& row : tx.exec_params(kLinkOrphans, to_json(message_ids))) {
+      std::string id = row[0].as<std::string>();
+      if (touched.emails.insert(id).second) more.insert("email:" + id);
+    }
+    lock_keys(tx, more);
+  }
+  {
+    json::array pairs;
+    for (EntityType t : {EntityType::kEmail, EntityType::kSms, EntityType::kCall, EntityType::kDeal}) {
+      for (const std::string& id : *touched.of(t)) pairs.push_back(json::array{handlers::to_string(t), id});
+    }
+    std::set<std::string> more;
+    if (!pairs.empty()) {
+      for (const auto& row : tx.exec_params(kInferProspects, json::serialize(pairs))) {
+        for (int c = 0; c < 2; ++c) {
+          if (row[c].is_null()) continue;
+          std::string id = row[c].as<std::string>();
+          if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
+        }
+      }
+    }
+    lock_keys(tx, more);
+  }
+
+  if (!touched.emails.empty()) {
+    const std::string emails = to_json(touched.emails);
+    tx.exec_params(kProjectEmails, emails);
+    if (!options.email_sequence.empty()) {
+      json::array delays;
+      for (Millis d : options.email_sequence) delays.emplace_back(d.count());
+      tx.exec_params(kScheduleEmailFollowups, emails, json::serialize(delays));
+    }
+  }
+  if (!touched.sms.empty()) tx.exec_params(kProjectSms, to_json(touched.sms));
+  if (!touched.calls.empty()) {
+    const std::string calls = to_json(touched.calls);
+    tx.exec_params(kProjectCalls, calls);
+    tx.exec_params(kScheduleCallReminders, calls,
+                   static_cast<long long>(options.call_reminder_before.count()));
+  }
+  if (!touched.deals.empty()) tx.exec_params(kProjectDeals, to_json(touched.deals));
+  if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, to_json(touched.customers));
+
+  if (!touched.prospects.empty()) {
+    const std::string prospects = to_json(touched.prospects);
+    tx.exec_params(kCancelFollowups, prospects);
+    tx.exec_params(kProjectProspects, prospects, weights_json(options.weights));
+    if (options.notify) {
+      tx.exec_params(kNotifyEvents, prospects);
+      if (options.score_threshold > 0) {
+        tx.exec_params(kNotifyScores, prospects, options.score_threshold);
+      }
+    }
+  }
+}
+
+}  // namespace crm::db

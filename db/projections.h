@@ -1,0 +1,81 @@
+#pragma once
+// The outreach projections: how the set of facts on the timeline becomes
+// the CRM's tables (SPEC.md §4 effects, §5 invariant).
+//
+// A batch of facts is recorded (processed_events + outreach_activities, one
+// statement), then every row the new facts touch is recomputed from ALL the
+// facts of its entity or prospect, with set-based SQL: one statement per
+// table for the whole batch. A set has no order, so the tables cannot depend
+// on the order, duplicates, batch cuts or crashes the events came through;
+// the rules below are written so that they equal "each distinct event once,
+// in time order (ties by event id)":
+//
+//   * statuses: the highest rank reached; a terminal state (email bounced /
+//     failed, SMS undelivered / failed, sales closed_won / closed_lost) is the
+//     one of the EARLIEST terminal event and nothing moves it afterwards;
+//   * "first" times are minima, "last" times maxima, counters count distinct
+//     events (or distinct emails / calls, as SPEC.md says);
+//   * values an event states (a deal's stage, a call's completion notes, a
+//     profile field) come from the newest event that states them;
+//   * pipeline_stages holds each stage the prospect moved FORWARD to, in time
+//     order, with the time it happened (a row can disappear when an earlier
+//     event arrives that makes it a non-move);
+//   * follow-ups: an email sent (not itself a sequence step) schedules one
+//     row per followups.email_sequence delay, a call scheduled a reminder;
+//     a row still `scheduled` is cancelled by the earliest event that
+//     qualifies (a reply at or after the email was sent, a bounce, drop,
+//     unsubscribe or spam report at any time, the call's completion, a close
+//     or payment at any time). Rows an executor already took (sending, sent)
+//     are never touched;
+//   * lead_score = Σ weight × distinct count, with non-negative weights, so
+//     it only grows and "crossed the threshold" is a property of the set:
+//     one notification per prospect;
+//   * notifications (reply, call completed, payment) have the event id in
+//     their id, so a redelivery adds nothing.
+//
+// Concurrency: two instances may touch the same rows (SendGrid events are not
+// keyed by prospect). Before reading, the batch takes transaction-scoped
+// advisory locks on every key it recomputes (and on SendGrid message ids, so
+// that an event and the email it names cannot miss each other), so a
+// recomputation always sees the other transaction's committed facts.
+
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "daemon/config.h"
+#include "daemon/core/time.h"
+#include "handlers/event.h"
+#include "handlers/handler.h"
+
+namespace crm::db {
+
+struct ProjectionOptions {
+  std::vector<Millis> email_sequence;        // followups.email_sequence
+  Millis call_reminder_before{15 * 60 * 1000};
+  LeadScoreWeights weights;
+  int score_threshold = 0;                   // 0: no score notification
+  bool notify = false;                       // queue Slack notifications
+};
+
+// One event ready to be applied.
+struct FactRow {
+  const Event* event = nullptr;
+  const handlers::Fact* fact = nullptr;
+};
+
+// Records the facts: processed_events and timeline rows. Returns, per row,
+// whether it was new (false: an earlier delivery already recorded it). The
+// rows must have distinct event ids.
+std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<FactRow>& rows);
+
+// The options of a daemon configuration.
+ProjectionOptions projection_options(const Config& config);
+
+// Recomputes every row the given (new) facts touch. Throws what libpqxx
+// throws; the caller classifies.
+void project(pqxx::transaction_base& tx, const std::vector<FactRow>& new_rows,
+             const ProjectionOptions& options);
+
+}  // namespace crm::db

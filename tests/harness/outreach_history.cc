@@ -1,0 +1,213 @@
+#include "tests/harness/outreach_history.h"
+
+#include <algorithm>
+#include <random>
+
+#include <boost/json.hpp>
+
+#include "daemon/core/time.h"
+
+namespace crm::test {
+namespace {
+
+namespace json = boost::json;
+
+// 2026-03-01T00:00:00Z
+constexpr std::int64_t kBaseSeconds = 1772323200;
+
+class Generator {
+ public:
+  Generator(unsigned seed, const HistoryShape& shape) : rng_(seed), shape_(shape) {}
+
+  std::vector<HistoryEvent> run() {
+    for (int k = 0; k < shape_.prospects; ++k) prospect("p" + std::to_string(k));
+    return std::move(out_);
+  }
+
+ private:
+  int pick(int n) { return static_cast<int>(rng_() % static_cast<unsigned>(n)); }
+  bool chance(int percent) { return pick(100) < percent; }
+  // Seconds since the base, coarse enough that events share seconds.
+  std::int64_t at(std::int64_t lo, std::int64_t span) { return lo + pick(static_cast<int>(span)); }
+
+  void cloud(const std::string& pid, const std::string& type, std::int64_t sec, json::object data,
+             const std::string& entity) {
+    HistoryEvent e;
+    e.topic = "crm.outreach.events";
+    e.key = pid;
+    e.id = "ev-" + std::to_string(next_id_++);
+    e.type = type;
+    e.time_us = (kBaseSeconds + sec) * 1'000'000;
+    e.prospect_id = pid;
+    e.entity_id = entity;
+    json::object ce{{"specversion", "1.0"}, {"id", e.id}, {"source", "crm-web"}, {"type", type},
+                    {"time", format_rfc3339(Timestamp{e.time_us})}, {"data", std::move(data)}};
+    e.value = json::serialize(ce);
+    out_.push_back(std::move(e));
+  }
+
+  // A SendGrid webhook element; with custom args, or named by the message
+  // id alone (an "orphan" until its crm.email.sent is applied).
+  void sendgrid(const std::string& pid, const std::string& email, const std::string& message_id,
+                const std::string& sg_event, const std::string& type, std::int64_t sec,
+                bool custom_args, bool machine) {
+    HistoryEvent e;
+    e.topic = "sendgrid.events";
+    e.id = "sg-" + std::to_string(next_id_++);
+    e.type = type;
+    e.time_us = (kBaseSeconds + sec) * 1'000'000;
+    e.prospect_id = pid;
+    e.entity_id = email;
+    e.machine_open = machine;
+    json::object el{{"email", pid + "@example.com"},
+                     {"timestamp", kBaseSeconds + sec},
+                     {"event", sg_event},
+                     {"sg_event_id", e.id},
+                     {"sg_message_id", message_id + ".filterdrecv-5645d9c87f-" + std::to_string(pick(9))}};
+    if (custom_args) {
+      el["email_id"] = email;
+      el["prospect_id"] = pid;
+    }
+    if (machine) el["sg_machine_open"] = true;
+    if (sg_event == "bounce" || sg_event == "dropped") el["reason"] = "550 5.1.1 unknown user";
+    if (sg_event == "click") el["url"] = "https://example.com/pricing?x=" + std::to_string(pick(3));
+    e.key = custom_args ? pid : message_id;
+    e.value = json::serialize(json::array{el});
+    out_.push_back(std::move(e));
+  }
+
+  void prospect(const std::string& pid) {
+    const char* fields[] = {"email", "phone", "company", "source", "category", "urgency"};
+    for (int n = 1 + pick(2); n > 0; --n) {
+      json::object d{{"prospect_id", pid}, {"name", "Name " + std::to_string(pick(50))}};
+      for (const char* f : fields) {
+        if (chance(50)) d[f] = std::string(f) + "-" + std::to_string(pick(100));
+      }
+      cloud(pid, "crm.prospect.discovered", at(0, 7200), std::move(d), "");
+    }
+    for (int j = 0, n = 1 + pick(shape_.max_emails); j < n; ++j) email(pid, pid + "-e" + std::to_string(j));
+    for (int j = 0, n = pick(shape_.max_sms + 1); j < n; ++j) sms(pid, pid + "-s" + std::to_string(j));
+    for (int j = 0, n = pick(shape_.max_calls + 1); j < n; ++j) call(pid, pid + "-c" + std::to_string(j));
+    if (chance(60)) deal(pid, pid + "-d0");
+    if (chance(40)) payments(pid);
+  }
+
+  void email(const std::string& pid, const std::string& email) {
+    const std::string message_id = "msg" + std::to_string(next_id_++) + "x" + email;
+    const std::int64_t sent = at(3600, 86400);
+    json::object d{{"email_id", email}, {"prospect_id", pid}, {"provider_message_id", message_id},
+                   {"template", "intro-" + std::to_string(pick(3))}, {"subject", "Hello"}};
+    if (chance(20)) d["sequence_step"] = 1;
+    cloud(pid, "crm.email.sent", sent, std::move(d), email);
+    struct Kind {
+      const char* type;
+      const char* sg;  // nullptr: CloudEvents only
+    };
+    static constexpr Kind kKinds[] = {
+        {"crm.email.delivered", "delivered"}, {"crm.email.opened", "open"},
+        {"crm.email.opened", "open"},         {"crm.email.clicked", "click"},
+        {"crm.email.replied", nullptr},       {"crm.email.bounced", "bounce"},
+        {"crm.email.dropped", "dropped"},     {"crm.email.unsubscribed", "unsubscribe"},
+        {"crm.email.spam_reported", "spamreport"}, {"crm.email.processed", "processed"},
+        {"crm.email.deferred", "deferred"},
+    };
+    for (int n = pick(shape_.max_email_events + 1); n > 0; --n) {
+      const Kind& k = kKinds[pick(std::size(kKinds))];
+      // Mostly after the send, sometimes (clock skew, relays) before it.
+      const std::int64_t t = at(sent - 600, 2 * 86400);
+      const int channel = k.sg == nullptr ? 0 : pick(3);
+      if (channel == 0) {
+        json::object data{{"email_id", email}};
+        if (chance(70)) data["prospect_id"] = pid;
+        if (k.type == std::string("crm.email.replied")) data["reply_text"] = "Sounds good, call me";
+        if (k.type == std::string("crm.email.clicked")) data["url"] = "https://example.com/a";
+        if (k.type == std::string("crm.email.opened") && chance(30)) data["machine_open"] = true;
+        if (k.type == std::string("crm.email.bounced")) data["reason"] = "mailbox full";
+        const bool machine = data.contains("machine_open");
+        cloud(pid, k.type, t, std::move(data), email);
+        out_.back().machine_open = machine;
+      } else {
+        sendgrid(pid, email, message_id, k.sg, k.type, t, channel == 1,
+                 k.sg == std::string("open") && chance(30));
+      }
+    }
+  }
+
+  void sms(const std::string& pid, const std::string& sms) {
+    static const char* kStatuses[] = {"queued", "sent", "delivered", "undelivered", "failed"};
+    const std::int64_t base = at(3600, 86400);
+    for (int n = 1 + pick(3); n > 0; --n) {
+      cloud(pid, "crm.sms.status", at(base, 600),
+            {{"sms_id", sms}, {"prospect_id", pid}, {"status", kStatuses[pick(5)]}}, sms);
+    }
+    if (chance(40)) {
+      cloud(pid, "crm.sms.replied", at(base, 7200),
+            {{"sms_id", sms}, {"prospect_id", pid}, {"body", "Yes, interested"}}, sms);
+    }
+  }
+
+  void call(const std::string& pid, const std::string& call) {
+    const std::int64_t base = at(7200, 2 * 86400);
+    for (int n = 1 + pick(2); n > 0; --n) {
+      cloud(pid, "crm.call.scheduled", at(base, 3600),
+            {{"call_id", call}, {"prospect_id", pid},
+             {"scheduled_at", format_rfc3339(Timestamp{(kBaseSeconds + base + 86400 + pick(4) * 3600) * 1'000'000})}},
+            call);
+    }
+    if (chance(60)) {
+      static const char* kOutcomes[] = {"proposal_sent", "no_show", "follow_up"};
+      json::object d{{"call_id", call}, {"prospect_id", pid},
+                     {"completed_at", format_rfc3339(Timestamp{(kBaseSeconds + base + 90000) * 1'000'000})},
+                     {"duration_s", pick(3600)}, {"notes", "talked"},
+                     {"objections", json::array{"price", "timing"}}, {"next_steps", "send proposal"},
+                     {"outcome", kOutcomes[pick(3)]}};
+      cloud(pid, "crm.call.completed", at(base + 86400, 7200), std::move(d), call);
+    }
+  }
+
+  void deal(const std::string& pid, const std::string& deal) {
+    static const char* kStages[] = {"qualification", "proposal", "negotiation", "closed_won",
+                                    "closed_lost"};
+    for (int n = 1 + pick(3); n > 0; --n) {
+      json::object d{{"deal_id", deal}, {"stage", kStages[pick(5)]}};
+      if (chance(70)) d["prospect_id"] = pid;
+      if (chance(60)) d["amount"] = 1000 + pick(9000);
+      cloud(pid, "crm.deal.stage_changed", at(86400, 3 * 86400), std::move(d), deal);
+    }
+  }
+
+  void payments(const std::string& pid) {
+    static const char* kPlans[] = {"basic", "pro"};
+    for (int n = 1 + pick(2); n > 0; --n) {
+      cloud(pid, "crm.payment.completed", at(2 * 86400, 86400),
+            {{"payment_id", "pay-" + std::to_string(next_id_++)}, {"prospect_id", pid},
+             {"amount", "49.90"}, {"currency", "EUR"}, {"plan", kPlans[pick(2)]}},
+            pid);
+    }
+    if (chance(50)) {
+      json::object d{{"prospect_id", pid}};
+      if (chance(50)) d["plan"] = kPlans[pick(2)];
+      cloud(pid, "crm.subscription.cancelled", at(2 * 86400, 86400), std::move(d), pid);
+    }
+  }
+
+  std::mt19937 rng_;
+  HistoryShape shape_;
+  std::vector<HistoryEvent> out_;
+  int next_id_ = 0;
+};
+
+}  // namespace
+
+std::vector<HistoryEvent> outreach_history(unsigned seed, const HistoryShape& shape) {
+  return Generator(seed, shape).run();
+}
+
+std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events) {
+  std::sort(events.begin(), events.end(), [](const HistoryEvent& a, const HistoryEvent& b) {
+    return std::tie(a.time_us, a.id) < std::tie(b.time_us, b.id);
+  });
+  return events;
+}
+
+}  // namespace crm::test

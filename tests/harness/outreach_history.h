@@ -1,0 +1,44 @@
+#pragma once
+// Seeded outreach histories (TESTPLAN.md "Generator"): every event type of
+// SPEC.md §4's outreach table and the SendGrid mapping, over a few prospects,
+// with the orders that break naive code built in: bounced before sent,
+// opened before delivered, SendGrid events that name their email only by
+// the message id and arrive before the send, an older deal stage after a
+// newer one, Apple privacy pre-fetch opens, several events in the same
+// second (so the event-id tie-break matters).
+//
+// Used by the invariant tests and by bench/.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace crm::test {
+
+struct HistoryEvent {
+  std::string topic;   // crm.outreach.events or sendgrid.events
+  std::string key;     // the Kafka key
+  std::string value;   // a CloudEvent, or a one-element SendGrid array
+  std::string id;      // event id / sg_event_id
+  std::string type;    // the crm.* type it maps to
+  std::int64_t time_us = 0;
+  std::string prospect_id;  // always known to the generator
+  std::string entity_id;    // email / sms / call / deal id ("" for none)
+  bool machine_open = false;
+};
+
+struct HistoryShape {
+  int prospects = 4;
+  int max_emails = 3;       // per prospect
+  int max_email_events = 7; // follow-on events per email
+  int max_sms = 2;
+  int max_calls = 2;
+};
+
+// Distinct events, in generation order (not time order).
+std::vector<HistoryEvent> outreach_history(unsigned seed, const HistoryShape& shape = {});
+
+// Sorted by (time, id): the order the invariant compares against.
+std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events);
+
+}  // namespace crm::test
