@@ -5,7 +5,9 @@
 
 #include <boost/json.hpp>
 
+#include "daemon/consume_loop.h"
 #include "daemon/core/time.h"
+#include "tests/harness/harness.h"
 
 namespace crm::test {
 namespace {
@@ -208,6 +210,82 @@ std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events) {
     return std::tie(a.time_us, a.id) < std::tie(b.time_us, b.id);
   });
   return events;
+}
+
+HistoryEvent cloud_event(const std::string& id, const std::string& type, const std::string& time,
+                         const std::string& data_json) {
+  HistoryEvent e;
+  e.topic = "crm.outreach.events";
+  e.id = id;
+  e.type = type;
+  e.value = R"({"specversion":"1.0","id":")" + id + R"(","source":"test","type":")" + type +
+            R"(","time":")" + time + R"(","data":)" + data_json + "}";
+  std::optional<Timestamp> t = parse_rfc3339(time);
+  e.time_us = t ? t->micros_since_epoch : 0;
+  return e;
+}
+
+WorkItem work_item(const HistoryEvent& e, long long offset) {
+  queue::RawMessage m;
+  m.origin = {e.topic, 0, offset, -1};
+  m.key = e.key;
+  m.value = e.value;
+  Config config;
+  auto items = decode_message(m, config, decode_limits(config));
+  return std::move(items.at(0));
+}
+
+Status apply_events(db::Database& db, const std::vector<HistoryEvent>& events, size_t batch,
+                    const db::ProjectionOptions& options) {
+  for (size_t i = 0; i < events.size(); i += batch) {
+    std::vector<WorkItem> items;
+    for (size_t j = i; j < std::min(events.size(), i + batch); ++j) {
+      items.push_back(work_item(events[j], static_cast<long long>(j)));
+    }
+    std::vector<ItemResult> results;
+    if (Status s = apply_batch(db, items, options, &results); !s) return s;
+    for (size_t k = 0; k < results.size(); ++k) {
+      if (results[k].outcome == Outcome::kDeadLetter) {
+        return Status::permanent(results[k].reason, results[k].error + " in " + events[i + k].value);
+      }
+    }
+  }
+  return Status::ok();
+}
+
+std::string outreach_tables(const TestDatabase& db) {
+  struct Table {
+    const char* name;
+    const char* volatile_columns;
+  };
+  static constexpr Table kTables[] = {
+      {"prospects", "{created_at,updated_at}"},
+      {"email_activities", "{created_at,updated_at}"},
+      {"sms_activities", "{created_at,updated_at}"},
+      {"call_activities", "{created_at,updated_at}"},
+      {"deals", "{created_at,updated_at}"},
+      {"customers", "{created_at,updated_at}"},
+      {"subscriptions", "{created_at,updated_at}"},
+      {"pipeline_stages", "{}"},
+      {"followups", "{created_at,updated_at}"},
+      {"notifications", "{created_at,updated_at,next_attempt_at}"},
+      {"outreach_activities", "{id,created_at}"},
+      {"processed_events", "{processed_at,topic,partition,offset}"},
+  };
+  auto conn = db.connect();
+  pqxx::work tx(*conn);
+  std::string out;
+  for (const Table& t : kTables) {
+    out += std::string("== ") + t.name + "\n";
+    // The table name is one of the constants above, never input.
+    for (const auto& row : tx.exec_params(std::string("SELECT (to_jsonb(x) - $1::text[])::text AS r FROM ") +
+                                              t.name + " x ORDER BY r",
+                                          t.volatile_columns)) {
+      out += row[0].c_str();
+      out += '\n';
+    }
+  }
+  return out;
 }
 
 }  // namespace crm::test

@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "daemon/applier.h"
+#include "daemon/core/status.h"
+#include "db/database.h"
+
 namespace crm::test {
 
 struct HistoryEvent {
@@ -40,5 +44,25 @@ std::vector<HistoryEvent> outreach_history(unsigned seed, const HistoryShape& sh
 
 // Sorted by (time, id): the order the invariant compares against.
 std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events);
+
+// A CloudEvent of `type` in structured mode, as a history event.
+HistoryEvent cloud_event(const std::string& id, const std::string& type, const std::string& time,
+                         const std::string& data_json);
+
+// The item the consume loop would build for `e` at `offset`.
+WorkItem work_item(const HistoryEvent& e, long long offset);
+
+// Applies `events` in consecutive batches of `batch`; an event that becomes a
+// dead letter is an error (the histories are valid).
+Status apply_events(db::Database& db, const std::vector<HistoryEvent>& events, size_t batch,
+                    const db::ProjectionOptions& options);
+
+class TestDatabase;
+// Every table the outreach events feed, as text, without the columns that
+// record when the worker did something rather than what happened
+// (created_at, updated_at, processed_at, the timeline's serial id) and the
+// Kafka position of each event (a permutation delivers it elsewhere). Two
+// snapshots are equal iff the effects are.
+std::string outreach_tables(const TestDatabase& db);
 
 }  // namespace crm::test

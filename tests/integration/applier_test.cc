@@ -17,60 +17,11 @@
 namespace crm::test {
 namespace {
 
-// Every table the outreach events feed, as text, without the columns that
-// record when the worker did something rather than what happened
-// (created_at, updated_at, processed_at, the timeline's serial id) and the
-// Kafka position of each event (a permutation delivers it elsewhere).
-std::string tables(const TestDatabase& db) {
-  struct Table {
-    const char* name;
-    const char* volatile_columns;
-  };
-  static constexpr Table kTables[] = {
-      {"prospects", "{created_at,updated_at}"},
-      {"email_activities", "{created_at,updated_at}"},
-      {"sms_activities", "{created_at,updated_at}"},
-      {"call_activities", "{created_at,updated_at}"},
-      {"deals", "{created_at,updated_at}"},
-      {"customers", "{created_at,updated_at}"},
-      {"subscriptions", "{created_at,updated_at}"},
-      {"pipeline_stages", "{}"},
-      {"followups", "{created_at,updated_at}"},
-      {"notifications", "{created_at,updated_at,next_attempt_at}"},
-      {"outreach_activities", "{id,created_at}"},
-      {"processed_events", "{processed_at,topic,partition,offset}"},
-  };
-  std::string out;
-  for (const Table& t : kTables) {
-    auto conn = db.connect();
-    pqxx::work tx(*conn);
-    out += std::string("== ") + t.name + "\n";
-    // The table name is one of the constants above, not input.
-    for (const auto& row : tx.exec_params(std::string("SELECT (to_jsonb(x) - $1::text[])::text AS r FROM ") +
-                                          t.name + " x ORDER BY r",
-                                          t.volatile_columns)) {
-      out += row[0].c_str();
-      out += '\n';
-    }
-  }
-  return out;
-}
-
-WorkItem item(const HistoryEvent& e, long long offset) {
-  queue::RawMessage m;
-  m.origin = {e.topic, 0, offset, -1};
-  m.key = e.key;
-  m.value = e.value;
-  Config config;
-  auto items = decode_message(m, config, decode_limits(config));
-  return std::move(items.at(0));
-}
-
 WorkItem item(const std::string& json, long long offset) {
   HistoryEvent e;
   e.topic = "crm.outreach.events";
   e.value = json;
-  return item(e, offset);
+  return work_item(e, offset);
 }
 
 db::ProjectionOptions options() {
@@ -80,31 +31,14 @@ db::ProjectionOptions options() {
   return db::projection_options(config);
 }
 
-Status apply_in_batches(db::Database& db, const std::vector<HistoryEvent>& events, size_t batch) {
-  for (size_t i = 0; i < events.size(); i += batch) {
-    std::vector<WorkItem> items;
-    for (size_t j = i; j < std::min(events.size(), i + batch); ++j) {
-      items.push_back(item(events[j], static_cast<long long>(j)));
-    }
-    std::vector<ItemResult> results;
-    if (Status s = apply_batch(db, items, options(), &results); !s) return s;
-    for (size_t k = 0; k < results.size(); ++k) {
-      if (results[k].outcome == Outcome::kDeadLetter) {
-        return Status::permanent(results[k].reason, results[k].error + " in " + events[i + k].value);
-      }
-    }
-  }
-  return Status::ok();
-}
-
 // The reference state: each distinct event once, in time order (ties by id),
 // one event per transaction.
 std::string reference_state(const std::vector<HistoryEvent>& events) {
   TestDatabase db;
   db::Database conn(db.conninfo());
-  Status s = apply_in_batches(conn, in_time_order(events), 1);
+  Status s = apply_events(conn, in_time_order(events), 1, options());
   EXPECT_TRUE(s.is_ok()) << s.reason() << ": " << s.message();
-  return tables(db);
+  return outreach_tables(db);
 }
 
 TEST(Applier, AnyOrderDuplicatesAndBatchCutsGiveOneFinalState) {
@@ -133,8 +67,8 @@ TEST(Applier, AnyOrderDuplicatesAndBatchCutsGiveOneFinalState) {
     size_t batch = std::vector<size_t>{1, 7, 50, 500}[round];
     TestDatabase db;
     db::Database conn(db.conninfo());
-    ASSERT_TRUE(apply_in_batches(conn, shuffled, batch).is_ok());
-    const std::string state = tables(db);
+    ASSERT_TRUE(apply_events(conn, shuffled, batch, options()).is_ok());
+    const std::string state = outreach_tables(db);
     EXPECT_EQ(state, reference) << "round " << round << ", batch " << batch;
     if (state != reference) break;
   }
@@ -167,11 +101,11 @@ TEST(Applier, AFailingEventIsDeadLetteredAndItsBatchStillApplies) {
 
   // The same batch again (a redelivery): nothing changes, the dead letters
   // are recognised, not doubled.
-  std::string before = tables(db);
+  std::string before = outreach_tables(db);
   ASSERT_TRUE(apply_batch(conn, items, options(), &results).is_ok());
   EXPECT_EQ(results[0].outcome, Outcome::kDuplicate);
   EXPECT_FALSE(results[1].new_dead_letter);
-  EXPECT_EQ(tables(db), before);
+  EXPECT_EQ(outreach_tables(db), before);
   EXPECT_EQ(db.count("SELECT count(*) FROM dead_letters"), 2);
 }
 
