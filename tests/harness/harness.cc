@@ -357,6 +357,27 @@ long long Producer::send(const std::string& topic, const std::string& key, const
   return ack.offset;
 }
 
+size_t Producer::send_all(const std::vector<OutMessage>& messages) {
+  auto* rk = static_cast<rd_kafka_t*>(rk_);
+  std::vector<Ack> acks(messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const OutMessage& m = messages[i];
+    for (;;) {
+      rd_kafka_resp_err_t err = rd_kafka_producev(
+          rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
+          RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&acks[i]), RD_KAFKA_V_END);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+      rd_kafka_poll(rk, 10);  // the local queue is full: let deliveries drain
+    }
+    rd_kafka_poll(rk, 0);
+  }
+  rd_kafka_flush(rk, 60000);
+  size_t acked = 0;
+  for (const Ack& a : acks) acked += a.done && a.offset >= 0;
+  return acked;
+}
+
 std::string discovered_event(const std::string& event_id, const std::string& prospect_id,
                              const std::string& name, const std::string& time,
                              const std::string& extra_data) {

@@ -132,6 +132,12 @@ class Producer {
   // Produces and waits for the ack; returns the offset, or -1 on failure.
   long long send(const std::string& topic, const std::string& key, const std::string& value,
                  const Headers& headers = {}, int partition = -1);
+  struct OutMessage {
+    std::string topic, key, value;
+  };
+  // Produces all of them without waiting in between, then waits for the
+  // acknowledgements; returns how many were acknowledged.
+  size_t send_all(const std::vector<OutMessage>& messages);
 
  private:
   void* rk_ = nullptr;
