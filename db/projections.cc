@@ -37,10 +37,14 @@ SELECT f.i FROM f JOIN t USING (event_id)
 
 // Transaction-scoped locks on the keys about to be recomputed, in one
 // order, so two batches touching the same keys queue instead of
-// interleaving their reads and writes.
+// interleaving their reads and writes. Keys are hashed into 1024 buckets so
+// that a SendGrid message of 10,000 elements takes at most 1024 locks and
+// cannot exhaust PostgreSQL's shared lock table (a collision only makes two
+// batches queue).
 constexpr const char* kLockKeys = R"SQL(
 SELECT count(pg_advisory_xact_lock(k)) FROM (
-  SELECT DISTINCT hashtextextended(x, 7) AS k FROM jsonb_array_elements_text($1::jsonb) x
+  SELECT DISTINCT (hashtextextended(x, 7) & 1023) + 7340032 AS k
+  FROM jsonb_array_elements_text($1::jsonb) x
   ORDER BY 1) s
 )SQL";
 
@@ -61,23 +65,30 @@ RETURNING o.entity_id
 
 // Events that do not name their prospect take the prospect of their entity:
 // the one stated by the entity's creating event (email sent), else by its
-// earliest event that states one. Returns the prospects that gained or lost
-// an event, which must be recomputed too.
+// earliest event that states one, else (deals) the one the web app wrote on
+// the deal. Returns the prospects that gained or lost an event, which must be
+// recomputed too, and the events concerned.
 constexpr const char* kInferProspects = R"SQL(
 WITH k AS (
   SELECT x->>0 AS et, x->>1 AS eid FROM jsonb_array_elements($1::jsonb) x
-), owner AS (
+), stated AS (
   SELECT o.entity_type, o.entity_id,
     (array_agg(o.prospect_id ORDER BY (o.type = 'crm.email.sent') DESC, o.occurred_at, o.event_id))[1] AS pid
   FROM outreach_activities o JOIN k ON o.entity_type = k.et AND o.entity_id = k.eid
   WHERE o.prospect_id IS NOT NULL AND NOT o.prospect_inferred
-  GROUP BY o.entity_type, o.entity_id)
+  GROUP BY o.entity_type, o.entity_id
+), owner AS (
+  SELECT k.et AS entity_type, k.eid AS entity_id, COALESCE(s.pid, d.prospect_id) AS pid
+  FROM k
+  LEFT JOIN stated s ON s.entity_type = k.et AND s.entity_id = k.eid
+  LEFT JOIN deals d ON k.et = 'deal' AND d.id = k.eid
+  WHERE COALESCE(s.pid, d.prospect_id) IS NOT NULL)
 UPDATE outreach_activities o SET prospect_id = owner.pid, prospect_inferred = true
 FROM owner, outreach_activities old
 WHERE old.id = o.id AND o.entity_type = owner.entity_type AND o.entity_id = owner.entity_id
   AND (o.prospect_id IS NULL OR o.prospect_inferred)
   AND o.prospect_id IS DISTINCT FROM owner.pid
-RETURNING owner.pid, old.prospect_id
+RETURNING owner.pid, old.prospect_id, o.event_id
 )SQL";
 
 // email_activities. Ladder: sent 1 < delivered 2 < opened 3 < clicked 4 <
@@ -285,7 +296,7 @@ SELECT pid, pid, CASE WHEN last_cancel IS NOT NULL AND active_subs = 0 THEN 'chu
   (first->>'amount')::numeric, first->>'currency', first->>'plan', first->>'payment_id',
   CASE WHEN last_cancel IS NOT NULL AND active_subs = 0 THEN last_cancel END
 FROM c
-ON CONFLICT (id) DO UPDATE SET
+ON CONFLICT (prospect_id) DO UPDATE SET
   status = EXCLUDED.status, amount = EXCLUDED.amount, currency = EXCLUDED.currency,
   plan = EXCLUDED.plan, first_payment_id = EXCLUDED.first_payment_id,
   churned_at = EXCLUDED.churned_at, updated_at = now()
@@ -313,18 +324,23 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.template, EXCLUDED.source_time)
 )SQL";
 
-// The reminder of a scheduled call, due $2 milliseconds before it.
+// The reminder of a scheduled call, due $2 milliseconds before it; its
+// source time is that of the (newest) crm.call.scheduled that set the time.
 constexpr const char* kScheduleCallReminders = R"SQL(
-INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, call_id)
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, call_id, source_time)
 SELECT c.id || ':reminder', c.prospect_id, 'call_reminder',
-  c.scheduled_at - $2::bigint * interval '1 millisecond', 'scheduled', c.id
+  c.scheduled_at - $2::bigint * interval '1 millisecond', 'scheduled', c.id,
+  (SELECT max(o.occurred_at) FROM outreach_activities o
+    WHERE o.entity_type = 'call' AND o.entity_id = c.id AND o.type = 'crm.call.scheduled')
 FROM call_activities c
 WHERE c.id IN (SELECT jsonb_array_elements_text($1::jsonb))
   AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
 ON CONFLICT (id) DO UPDATE SET
-  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, updated_at = now()
+  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
+  source_time = EXCLUDED.source_time, updated_at = now()
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
-  AND (f.prospect_id, f.due_at) IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.due_at)
+  AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
+      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
 )SQL";
 
 // Cancels the touched prospects' pending follow-ups for the earliest event
@@ -347,21 +363,26 @@ f AS (
       WHEN 'crm.payment.completed' THEN 'closed_won'
       ELSE o.details->>'stage' END AS reason
   FROM f JOIN outreach_activities o ON o.prospect_id = f.prospect_id
-  WHERE (f.kind = 'email' AND (
-           o.type IN ('crm.email.bounced', 'crm.email.dropped', 'crm.email.unsubscribed',
-                      'crm.email.spam_reported')
-        OR (o.type IN ('crm.email.replied', 'crm.sms.replied')
-            AND (f.source_time IS NULL OR o.occurred_at >= f.source_time
-                 OR (o.entity_type = 'email' AND o.entity_id = f.email_id)))))
+  WHERE (f.kind = 'email'
+         AND o.type IN ('crm.email.bounced', 'crm.email.dropped', 'crm.email.unsubscribed',
+                        'crm.email.spam_reported'))
+     OR (f.kind IN ('email', 'stale_deal')
+         AND o.type IN ('crm.email.replied', 'crm.sms.replied')
+         AND (f.source_time IS NULL OR o.occurred_at >= f.source_time
+              OR (o.entity_type = 'email' AND o.entity_id = f.email_id)))
      OR (f.kind = 'call_reminder' AND o.type = 'crm.call.completed'
          AND o.entity_type = 'call' AND o.entity_id = f.call_id)
-     OR o.type = 'crm.payment.completed'
-     OR (o.type = 'crm.deal.stage_changed' AND o.details->>'stage' IN ('closed_won', 'closed_lost'))
+     OR ((o.type = 'crm.payment.completed'
+          OR (o.type = 'crm.deal.stage_changed' AND o.details->>'stage' IN ('closed_won', 'closed_lost')))
+         AND (f.source_time IS NULL OR o.occurred_at >= f.source_time))
   ORDER BY f.id, o.occurred_at, o.event_id)
 UPDATE followups SET status = 'cancelled', cancel_reason = c.reason,
   cancelled_by_event = c.event_id, cancelled_at = c.occurred_at, updated_at = now()
 FROM c
 WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
+  -- Again here: an executor may have taken the row since the snapshot above.
+  AND (followups.status = 'scheduled'
+       OR (followups.status = 'cancelled' AND followups.cancelled_by_event IS NOT NULL))
 )SQL";
 
 // prospects and pipeline_stages, from the prospect's events and the rows
@@ -418,6 +439,8 @@ ev AS (
   ON CONFLICT (prospect_id, stage) DO UPDATE SET
     stage_date = EXCLUDED.stage_date, notes = EXCLUDED.notes
   WHERE (ps.stage_date, ps.notes) IS DISTINCT FROM (EXCLUDED.stage_date, EXCLUDED.notes)
+), sales AS (
+  SELECT DISTINCT ON (pid) pid, stage FROM moves ORDER BY pid, rank DESC
 ), a AS (
   SELECT ids.id,
     (array_agg(d->>'name' ORDER BY t DESC, event_id DESC)
@@ -435,7 +458,6 @@ ev AS (
     (array_agg(d->>'urgency' ORDER BY t DESC, event_id DESC)
        FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'urgency'))[1] AS urgency,
     max(t) FILTER (WHERE type = 'crm.prospect.discovered') AS profile_updated_at,
-    (SELECT m.stage FROM moves m WHERE m.pid = ids.id ORDER BY m.rank DESC LIMIT 1) AS sales_status,
     max(CASE WHEN type = 'crm.email.sent' THEN 1
              WHEN type = 'crm.email.delivered' THEN 2
              WHEN type = 'crm.email.opened' AND NOT machine THEN 3
@@ -465,7 +487,7 @@ INSERT INTO prospects AS p (id, name, email, phone, company, source, category, u
   emails_clicked_count, emails_replied_count, sms_replied_count, calls_scheduled_count,
   calls_completed_count, deal_value, lead_score)
 SELECT a.id, name, email, phone, company, source, category, urgency, profile_updated_at,
-  COALESCE(sales_status, 'new'),
+  COALESCE(sales.stage, 'new'),
   (ARRAY['none', 'sent', 'delivered', 'opened', 'clicked', 'replied'])[COALESCE(email_rank, 0) + 1],
   suppressed, suppressed_at, last_contact_at,
   LEAST((SELECT min(due_at) FROM followups f
@@ -477,7 +499,7 @@ SELECT a.id, name, email, phone, company, source, category, urgency, profile_upd
   opened * (w->>'email_opened')::int + clicked * (w->>'email_clicked')::int
     + replied * (w->>'email_replied')::int + sms_replied * (w->>'sms_replied')::int
     + calls_scheduled * (w->>'call_scheduled')::int + calls_completed * (w->>'call_completed')::int
-FROM a, w
+FROM a CROSS JOIN w LEFT JOIN sales ON sales.pid = a.id
 ON CONFLICT (id) DO UPDATE SET
   name = COALESCE(EXCLUDED.name, p.name), email = COALESCE(EXCLUDED.email, p.email),
   phone = COALESCE(EXCLUDED.phone, p.phone), company = COALESCE(EXCLUDED.company, p.company),
@@ -497,10 +519,9 @@ ON CONFLICT (id) DO UPDATE SET
   lead_score = EXCLUDED.lead_score, updated_at = now()
 )SQL";
 
-// Slack notifications for the events of the touched prospects that call for
-// one. The id carries the event id, so a redelivery adds nothing; an event
-// whose prospect is not known yet (an email reply naming only the email)
-// gets its notification once it is.
+// Slack notifications for the batch's new events that call for one. The id
+// carries the event id, so a redelivery adds nothing. Only new events: turning
+// notifications on must not queue a message for every old reply.
 constexpr const char* kNotifyEvents = R"SQL(
 INSERT INTO notifications AS n (id, kind, prospect_id, payload)
 SELECT k.kind || ':' || o.event_id, k.kind, o.prospect_id,
@@ -510,9 +531,20 @@ FROM outreach_activities o
 JOIN (VALUES ('crm.email.replied', 'reply_received'), ('crm.sms.replied', 'reply_received'),
              ('crm.call.completed', 'call_completed'), ('crm.payment.completed', 'payment'))
   AS k(type, kind) ON k.type = o.type
-WHERE o.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
-ON CONFLICT (id) DO UPDATE SET prospect_id = EXCLUDED.prospect_id, updated_at = now()
-WHERE n.status = 'pending' AND n.prospect_id IS DISTINCT FROM EXCLUDED.prospect_id
+WHERE o.event_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+ON CONFLICT (id) DO NOTHING
+)SQL";
+
+// An event whose prospect was inferred after its notification was queued
+// (an email reply naming only the email): the pending notification follows.
+constexpr const char* kNotifyReinferred = R"SQL(
+UPDATE notifications n SET prospect_id = o.prospect_id, updated_at = now()
+FROM outreach_activities o
+WHERE o.event_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  AND n.id = (CASE o.type WHEN 'crm.call.completed' THEN 'call_completed'
+                          WHEN 'crm.payment.completed' THEN 'payment'
+                          ELSE 'reply_received' END) || ':' || o.event_id
+  AND n.status = 'pending' AND n.prospect_id IS DISTINCT FROM o.prospect_id
 )SQL";
 
 // One notification per prospect whose score reached the threshold ($2).
@@ -605,9 +637,10 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
              const ProjectionOptions& options) {
   if (rows.empty()) return;
   Touched touched;
-  std::set<std::string> message_ids, keys;
+  std::set<std::string> message_ids, keys, event_ids, reinferred;
   for (const FactRow& r : rows) {
     const handlers::Fact& f = *r.fact;
+    event_ids.insert(r.event->id);
     if (f.prospect_id) {
       touched.prospects.insert(*f.prospect_id);
       keys.insert("prospect:" + *f.prospect_id);
@@ -645,6 +678,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
           std::string id = row[c].as<std::string>();
           if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
         }
+        reinferred.insert(row[2].as<std::string>());
       }
     }
     lock_keys(tx, more);
@@ -673,12 +707,13 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     const std::string prospects = to_json(touched.prospects);
     tx.exec_params(kCancelFollowups, prospects);
     tx.exec_params(kProjectProspects, prospects, weights_json(options.weights));
-    if (options.notify) {
-      tx.exec_params(kNotifyEvents, prospects);
-      if (options.score_threshold > 0) {
-        tx.exec_params(kNotifyScores, prospects, options.score_threshold);
-      }
+    if (options.notify && options.score_threshold > 0) {
+      tx.exec_params(kNotifyScores, prospects, options.score_threshold);
     }
+  }
+  if (options.notify) {
+    tx.exec_params(kNotifyEvents, to_json(event_ids));
+    if (!reinferred.empty()) tx.exec_params(kNotifyReinferred, to_json(reinferred));
   }
 }
 

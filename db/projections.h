@@ -21,23 +21,44 @@
 //     order, with the time it happened (a row can disappear when an earlier
 //     event arrives that makes it a non-move);
 //   * follow-ups: an email sent (not itself a sequence step) schedules one
-//     row per followups.email_sequence delay, a call scheduled a reminder;
-//     a row still `scheduled` is cancelled by the earliest event that
-//     qualifies (a reply at or after the email was sent, a bounce, drop,
-//     unsubscribe or spam report at any time, the call's completion, a close
-//     or payment at any time). Rows an executor already took (sending, sent)
-//     are never touched;
+//     row per followups.email_sequence delay, a call scheduled a reminder.
+//     A row still `scheduled` is cancelled by the earliest event that
+//     qualifies: for email follow-ups a bounce, drop, unsubscribe or spam
+//     report at any time (suppression is forever); for email and stale-deal
+//     follow-ups a reply at or after the row's source time (or to the email
+//     itself); for a call reminder its call's completion; for any row a
+//     close or payment at or after its source time (a reminder scheduled
+//     after a payment, e.g. an onboarding call, stays). Replies leave call
+//     reminders alone: the call still happens. Rows an executor already took
+//     (sending, sent) are never touched;
+//   * next_follow_up_at: the earliest scheduled follow-up (reminders aside)
+//     or scheduled call; the follow-up executor recomputes it when it fires
+//     one;
+//   * customers: the status follows the newest of payments and
+//     cancellations, so paying again after churning makes a customer active;
 //   * lead_score = Σ weight × distinct count, with non-negative weights, so
 //     it only grows and "crossed the threshold" is a property of the set:
 //     one notification per prospect;
-//   * notifications (reply, call completed, payment) have the event id in
-//     their id, so a redelivery adds nothing.
+//   * notifications (reply, call completed, payment) are queued for the
+//     batch's new events only, with the event id in their id, so a
+//     redelivery adds nothing and turning Slack on does not replay history;
+//   * pipeline_stages and the outreach columns of these tables are derived
+//     data: other writers' changes to them are overwritten by the next
+//     recomputation.
 //
 // Concurrency: two instances may touch the same rows (SendGrid events are not
 // keyed by prospect). Before reading, the batch takes transaction-scoped
 // advisory locks on every key it recomputes (and on SendGrid message ids, so
 // that an event and the email it names cannot miss each other), so a
-// recomputation always sees the other transaction's committed facts.
+// recomputation always sees the other transaction's committed facts. Keys
+// linked or inferred during the batch are locked in a second round; a
+// deadlock that this can cause is detected by PostgreSQL and retried.
+//
+// Known limits: a SendGrid event without custom args is linked to the email
+// whose crm.email.sent carries its X-Message-Id; one send with several
+// personalizations shares one X-Message-Id, so such sends need the email_id
+// custom arg. An asynchronous bounce without custom args names no email and
+// is a dead letter.
 
 #include <string>
 #include <vector>

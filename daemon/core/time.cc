@@ -154,6 +154,10 @@ std::optional<Timestamp> parse_rfc3339(std::string_view text) {
   const std::int64_t micros = day_number * kMicrosPerDay +
                               (seconds_of_day - offset_seconds) * kMicrosPerSecond +
                               fraction_micros;
+  // Year 0 and earlier (reachable through an offset: 0001-01-01T00:30+01:00)
+  // have no RFC 3339 spelling in UTC and PostgreSQL refuses them.
+  constexpr std::int64_t kYear1Micros = -62135596800LL * 1'000'000;
+  if (micros < kYear1Micros) return std::nullopt;
   return Timestamp{micros};
 }
 

@@ -199,10 +199,50 @@ TEST_F(OutreachTest, DealStageIsTheNewestAndAClosedProspectStaysClosed) {
   // closed_lost came first in time: terminal, the payment does not reopen it.
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, deal_value) FROM prospects"), "closed_lost|900");
   EXPECT_EQ(q("SELECT string_agg(stage, ',' ORDER BY stage_date) FROM pipeline_stages"), "discovered,closed_lost");
-  // The email sent after the close gets its sequence cancelled at once.
-  EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:closed_lost");
+  // The email sent after the close (a human's choice) keeps its sequence
+  // until the later payment, which closes what was scheduled before it.
+  EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:closed_won");
   // The event without a prospect took the deal's.
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities WHERE entity_id = 'd1' AND prospect_id = 'p1'"), 3);
+}
+
+TEST_F(OutreachTest, ADealEventWithoutProspectUsesTheProspectTheWebAppWrote) {
+  db_.scalar("INSERT INTO deals (id, prospect_id, name) VALUES ('d9', 'p9', 'Big one') RETURNING id");
+  apply({ev("crm.email.sent", t(1), R"({"email_id":"m9","prospect_id":"p9"})"),
+         ev("crm.deal.stage_changed", t(2), R"({"deal_id":"d9","stage":"closed_won","amount":5000})")});
+  EXPECT_EQ(q("SELECT concat_ws('|', name, stage, prospect_id) FROM deals"), "Big one|closed_won|p9");
+  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, deal_value) FROM prospects WHERE id = 'p9'"), "closed_won|5000");
+  EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:closed_won");
+}
+
+TEST_F(OutreachTest, FollowupsScheduledAfterAPaymentOrTakenByAnExecutorAreLeftAlone) {
+  apply({ev("crm.payment.completed", t(1), R"({"payment_id":"x","prospect_id":"p1","amount":1,"currency":"EUR"})"),
+         ev("crm.call.scheduled", t(2), R"({"call_id":"onboarding","prospect_id":"p1","scheduled_at":")" + t(50) + R"("})"),
+         ev("crm.email.sent", t(3), R"({"email_id":"m1","prospect_id":"p1"})")});
+  EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"),
+            "m1:followup:1:scheduled,m1:followup:2:scheduled,onboarding:reminder:scheduled");
+  // An executor took one follow-up; a reply must not touch it.
+  db_.scalar("UPDATE followups SET status = 'sending' WHERE id = 'm1:followup:1' RETURNING id");
+  apply({ev("crm.email.replied", t(4), R"({"email_id":"m1","prospect_id":"p1"})")});
+  EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"),
+            "m1:followup:1:sending,m1:followup:2:cancelled,onboarding:reminder:scheduled");
+}
+
+TEST_F(OutreachTest, TurningNotificationsOnDoesNotReplayHistory) {
+  options_ = db::projection_options(Config{});
+  apply({ev("crm.email.replied", t(1), R"({"email_id":"m1","prospect_id":"p1"})")});
+  Config on;
+  on.slack.webhook_url = Secret("https://hooks.slack.invalid/T/B/x");
+  options_ = db::projection_options(on);
+  apply({ev("crm.email.opened", t(2), R"({"email_id":"m1","prospect_id":"p1"})")});
+  EXPECT_EQ(n("SELECT count(*) FROM notifications"), 0);
+  // A reply naming only its email is queued, and gets its prospect once the
+  // email's send is known.
+  apply({ev("crm.email.replied", t(5), R"({"email_id":"m2"})")});
+  EXPECT_EQ(q("SELECT concat_ws('|', kind, prospect_id IS NULL) FROM notifications"), "reply_received|t");
+  apply({ev("crm.email.sent", t(4), R"({"email_id":"m2","prospect_id":"p2"})")});
+  EXPECT_EQ(q("SELECT prospect_id FROM notifications"), "p2");
+  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, emails_replied_count) FROM prospects WHERE id = 'p2'"), "replied|1");
 }
 
 TEST_F(OutreachTest, PaymentsCreateOneCustomerAndCancellationsChurn) {

@@ -159,7 +159,7 @@ TEST(Rfc3339, FormatsInstantsBeforeTheEpoch) {
 TEST(Rfc3339, RoundTripsThroughFormat) {
   for (const char* text : {"2024-05-01T12:00:00.123456Z", "1999-12-31T23:59:59.000001Z",
                            "2400-02-29T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z",
-                           "0000-01-01T00:00:00.000000Z", "1900-03-01T12:34:56.789000Z"}) {
+                           "0001-01-01T00:00:00.000000Z", "1900-03-01T12:34:56.789000Z"}) {
     const auto t = parse_rfc3339(text);
     ASSERT_TRUE(t.has_value()) << text;
     EXPECT_EQ(format_rfc3339(*t), text);
@@ -170,6 +170,20 @@ TEST(Time, NowIsPlausible) {
   const Timestamp now = now_timestamp();
   EXPECT_GT(now, Timestamp{micros("2024-01-01T00:00:00Z")});
   EXPECT_LT(now, Timestamp{micros("2200-01-01T00:00:00Z")});
+}
+
+}  // namespace
+}  // namespace crm
+
+namespace crm {
+namespace {
+
+// PostgreSQL has no year 0; an offset must not smuggle one in.
+TEST(Rfc3339, RejectsInstantsBeforeYearOne) {
+  EXPECT_FALSE(parse_rfc3339("0000-06-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parse_rfc3339("0001-01-01T00:30:00+01:00").has_value());
+  ASSERT_TRUE(parse_rfc3339("0001-01-01T00:00:00Z").has_value());
+  EXPECT_EQ(format_rfc3339(*parse_rfc3339("0001-01-01T00:30:00+00:30")), "0001-01-01T00:00:00.000000Z");
 }
 
 }  // namespace
