@@ -145,7 +145,9 @@ Result<Fact> Handler::extract(const Event& event) const {
   if (prospect_required && !prospect->has_value()) return missing("prospect_id");
   fact.prospect_id = std::move(*prospect);
 
-  auto provider = optional_string(event, "provider_message_id");
+  // Only email events carry SendGrid's message id.
+  auto provider = entity == EntityType::kEmail ? optional_string(event, "provider_message_id")
+                                               : Result<std::optional<std::string>>{std::nullopt};
   if (!provider) return provider.status();
   if (provider->has_value()) {
     // sg_message_id is "<X-Message-Id>.<SendGrid's suffix>"; the X-Message-Id
@@ -159,8 +161,10 @@ Result<Fact> Handler::extract(const Event& event) const {
     if (!id) return id.status();
     if (id->has_value() && !(*id)->empty()) {
       fact.entity_id = std::move(*id);
-    } else if (!(entity == EntityType::kEmail && fact.provider_message_id)) {
-      // Only a SendGrid event may name its email by the message id alone.
+    } else if (!(entity == EntityType::kEmail && fact.provider_message_id &&
+                 type != "crm.email.sent")) {
+      // Only a SendGrid event may name its email by the message id alone;
+      // the send itself must say which email it is.
       return missing(entity_field);
     }
   }
