@@ -79,16 +79,34 @@ p-odd|{"specversion":"1.0","id":"demo-4","source":"demo","type":"crm.no.such.typ
 EVENTS
 echo "   6 messages: 3 prospects, 1 duplicate, 2 that must become dead letters"
 
+# An outreach journey, delivered in the worst order: Ada's reply first (it
+# names only the email), then SendGrid's open (it names only SendGrid's
+# message id), then the send itself; and a call booked with Alan.
+later() { date -u -d "$1" +%Y-%m-%dT%H:%M:%SZ; }
+kcat -P -b "$bootstrap" -t crm.outreach.events -K '|' <<EVENTS
+p-ada|{"specversion":"1.0","id":"demo-5","source":"demo","type":"crm.email.replied","time":"$(later '+3 hours')","data":{"email_id":"em-1","reply_text":"Yes, let's talk on Monday"}}
+p-ada|{"specversion":"1.0","id":"demo-6","source":"demo","type":"crm.email.sent","time":"$now","data":{"email_id":"em-1","prospect_id":"p-ada","provider_message_id":"demo-msg-1","template":"intro","subject":"Engines"}}
+p-alan|{"specversion":"1.0","id":"demo-7","source":"demo","type":"crm.call.scheduled","time":"$now","data":{"call_id":"call-1","prospect_id":"p-alan","scheduled_at":"$(later '+1 day')"}}
+EVENTS
+kcat -P -b "$bootstrap" -t sendgrid.events -K '|' <<EVENTS
+demo-msg-1|[{"email":"ada@example.com","timestamp":$(date -u -d '+2 hours' +%s),"event":"open","sg_event_id":"demo-sg-1","sg_message_id":"demo-msg-1.filterdrecv-1"}]
+EVENTS
+echo "   4 more: a reply, a SendGrid open and the send they belong to (in that order), a call"
+
 for _ in $(seq 1 50); do
   n=$(psql "$db_url" -qAt -c "SELECT (SELECT count(*) FROM processed_events) + (SELECT count(*) FROM dead_letters)")
-  [[ "$n" -ge 5 ]] && break
+  [[ "$n" -ge 9 ]] && break
   sleep 0.2
 done
 
 echo "== prospects"
-psql "$db_url" -P pager=off -c "SELECT id, name, email, company, sales_status FROM prospects ORDER BY id"
+psql "$db_url" -P pager=off -c "SELECT id, name, company, sales_status, email_status, lead_score, emails_opened_count AS opened, next_follow_up_at FROM prospects ORDER BY id"
+echo "== email_activities"
+psql "$db_url" -P pager=off -c "SELECT id, prospect_id, status, sent_at, opened_at, replied_at, reply_text FROM email_activities"
+echo "== followups"
+psql "$db_url" -P pager=off -c "SELECT id, kind, due_at, status, cancel_reason FROM followups ORDER BY id"
 echo "== pipeline_stages"
-psql "$db_url" -P pager=off -c "SELECT prospect_id, stage, stage_date FROM pipeline_stages ORDER BY prospect_id"
+psql "$db_url" -P pager=off -c "SELECT prospect_id, stage, stage_date, notes FROM pipeline_stages ORDER BY prospect_id, stage_date"
 echo "== dead letters (crm-worker dlq list)"
 CRM_WORKER_DATABASE_URL="$db_url" CRM_WORKER_LOG_FORMAT=text "$root/build/crm-worker" dlq list
 echo "== /metrics (crm_worker_events_total, crm_worker_dead_letters_total)"
