@@ -106,6 +106,14 @@ Status check_field(const FieldSpec& spec, const json::value& v, json::object& ou
   return Status::ok();
 }
 
+// A string member of event.data; an explicit null counts as absent.
+Result<std::optional<std::string>> optional_string(const Event& event, std::string_view field) {
+  const json::value* v = event.data.if_contains(field);
+  if (v == nullptr || v->is_null()) return std::optional<std::string>{};
+  if (!v->is_string()) return wrong_type(field, "a string");
+  return std::optional<std::string>{std::string(v->get_string())};
+}
+
 }  // namespace
 
 const char* to_string(EntityType type) {
@@ -118,20 +126,6 @@ const char* to_string(EntityType type) {
     case EntityType::kCustomer: return "customer";
   }
   return nullptr;
-}
-
-Result<std::optional<std::string>> optional_string(const Event& event, std::string_view field) {
-  const json::value* v = event.data.if_contains(field);
-  if (v == nullptr || v->is_null()) return std::optional<std::string>{};
-  if (!v->is_string()) return wrong_type(field, "a string");
-  return std::optional<std::string>{std::string(v->get_string())};
-}
-
-Result<std::string> required_string(const Event& event, std::string_view field) {
-  auto v = optional_string(event, field);
-  if (!v) return v.status();
-  if (!v->has_value() || (*v)->empty()) return missing(field);
-  return std::move(**v);
 }
 
 Result<Fact> Handler::extract(const Event& event) const {

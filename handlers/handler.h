@@ -79,9 +79,4 @@ struct Handler {
   Result<Fact> extract(const Event& event) const;
 };
 
-// Field checks, also used by the decoders' tests: a required / optional
-// string member of event.data.
-Result<std::string> required_string(const Event& event, std::string_view field);
-Result<std::optional<std::string>> optional_string(const Event& event, std::string_view field);
-
 }  // namespace crm::handlers
