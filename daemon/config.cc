@@ -1,5 +1,7 @@
 #include "daemon/config.h"
 
+#include <sys/stat.h>
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -270,9 +272,14 @@ class FileReader {
     const std::vector<Field> sendgrid = {
         {"base_url", string_field(c.sendgrid.base_url)},
         {"api_key", secret_in_file(kSendgridApiKey)},
+        {"from_email", string_field(c.sendgrid.from_email)},
+        {"from_name", string_field(c.sendgrid.from_name)},
+        {"followup_template", string_field(c.sendgrid.followup_template)},
+        {"timeout", duration_field(c.sendgrid.timeout, Millis{100}, Millis{300000})},
     };
     const std::vector<Field> slack = {
         {"webhook_url", secret_in_file(kSlackWebhookUrl)},
+        {"timeout", duration_field(c.slack.timeout, Millis{100}, Millis{300000})},
     };
     const std::vector<Field> http = {
         {"listen", string_field(c.http.listen)},
@@ -291,6 +298,10 @@ class FileReader {
                                                hours(365 * 24), kMaxEmailSequence)},
         {"call_reminder_before",
          duration_field(c.followups.call_reminder_before, Millis{0}, hours(7 * 24))},
+        {"stale_deal_after", duration_field(c.followups.stale_deal_after, Millis{0}, hours(365 * 24))},
+        {"send_window", string_field(c.followups.send_window)},
+        {"send_on_weekends", bool_field(c.followups.send_on_weekends)},
+        {"default_time_zone", string_field(c.followups.default_time_zone)},
     };
     // Weights are never negative: a score that only grows crosses the
     // threshold once, whatever order the events arrive in.
@@ -315,13 +326,16 @@ class FileReader {
         {"max_string_bytes", int64_field(c.consumer.max_string_bytes, 1, 1LL << 30)},
         {"max_batch_elements", int_field(c.consumer.max_batch_elements, 1, 1000000)},
     };
+    const std::vector<Field> executors = {
+        {"enabled", bool_field(c.executors.enabled)},
+    };
     const std::vector<Field> sections = {
         {"kafka", table_field(kafka)},       {"database", table_field(database)},
         {"hubspot", table_field(hubspot)},   {"sendgrid", table_field(sendgrid)},
         {"slack", table_field(slack)},       {"http", table_field(http)},
         {"log", table_field(log)},           {"retry", table_field(retry)},
         {"followups", table_field(followups)}, {"lead_score", table_field(lead_score)},
-        {"consumer", table_field(consumer)},
+        {"consumer", table_field(consumer)}, {"executors", table_field(executors)},
     };
     walk(root, "", sections);
   }
@@ -389,6 +403,17 @@ class FileReader {
         record(key, node);
       } else {
         type_error(node, key, "a string");
+      }
+    };
+  }
+
+  Reader bool_field(bool& out) {
+    return [this, &out](const toml::node& node, const std::string& key) {
+      if (const auto* value = node.as_boolean()) {
+        out = value->get();
+        record(key, node);
+      } else {
+        type_error(node, key, "true or false");
       }
     };
   }
@@ -635,6 +660,24 @@ bool is_http_url(std::string_view url) {
   return false;
 }
 
+// An IANA zone name the system's tz database has (PostgreSQL reads the
+// same files on Debian). UTC is always known.
+bool is_known_time_zone(const std::string& zone) {
+  if (zone == "UTC") return true;
+  if (zone.empty() || zone.size() > 64 || zone.front() == '/' ||
+      zone.find("..") != std::string::npos) {
+    return false;
+  }
+  for (char ch : zone) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '/' && ch != '_' && ch != '-' &&
+        ch != '+') {
+      return false;
+    }
+  }
+  struct stat st {};
+  return ::stat(("/usr/share/zoneinfo/" + zone).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 class Validator {
  public:
   Validator(const Config& config, const Origins& origins, std::vector<ConfigError>& errors)
@@ -684,6 +727,21 @@ class Validator {
     if (c.slack.webhook_url.is_set() && !is_http_url(c.slack.webhook_url.reveal())) {
       fail("slack.webhook_url", "must start with https://");
     }
+    // They go into HTTP headers and URLs: a stray newline (a credential
+    // file's last line) would make every request fail.
+    const std::pair<std::string_view, const Secret*> http_secrets[] = {
+        {"hubspot.token", &c.hubspot.token},
+        {"sendgrid.api_key", &c.sendgrid.api_key},
+        {"slack.webhook_url", &c.slack.webhook_url},
+    };
+    for (const auto& [key, secret] : http_secrets) {
+      if (!secret->is_set()) continue;
+      const std::string& v = secret->reveal();
+      if (std::any_of(v.begin(), v.end(),
+                      [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; })) {
+        fail(key, "contains a control character (a newline?); the value is not shown");
+      }
+    }
     if (const auto problem = check_listen(c.http.listen)) {
       fail("http.listen", *problem + ", got " + quote(c.http.listen));
     }
@@ -698,6 +756,25 @@ class Validator {
       fail("retry.initial_backoff", "must not exceed retry.max_backoff (" +
                                         format_duration(c.retry.max_backoff) + "), got " +
                                         format_duration(c.retry.initial_backoff));
+    }
+    const auto& seq = c.followups.email_sequence;
+    for (std::size_t i = 1; i < seq.size(); ++i) {
+      if (seq[i] <= seq[i - 1]) {
+        fail("followups.email_sequence",
+             "delays must grow (each counts from the original email), got " +
+                 format_duration(seq[i - 1]) + " then " + format_duration(seq[i]));
+        break;
+      }
+    }
+    if (!parse_send_window(c.followups.send_window)) {
+      fail("followups.send_window",
+           "expected \"HH:MM-HH:MM\" with the start before the end (\"00:00-24:00\" = any time), "
+           "got " + quote(c.followups.send_window));
+    }
+    if (!is_known_time_zone(c.followups.default_time_zone)) {
+      fail("followups.default_time_zone",
+           "not a time zone of the system's tz database (an IANA name like \"Europe/Berlin\"), got " +
+               quote(c.followups.default_time_zone));
     }
     if (c.consumer.max_string_bytes > c.consumer.max_message_bytes) {
       fail("consumer.max_string_bytes",
@@ -931,9 +1008,14 @@ std::string render_effective(const Config& c) {
   out << "\n[sendgrid]\n";
   put(out, "base_url", quote(c.sendgrid.base_url));
   put_secret(out, "api_key", c.sendgrid.api_key, kSendgridApiKey);
+  put(out, "from_email", quote(c.sendgrid.from_email));
+  put(out, "from_name", quote(c.sendgrid.from_name));
+  put(out, "followup_template", quote(c.sendgrid.followup_template));
+  put(out, "timeout", quote(format_duration(c.sendgrid.timeout)));
 
   out << "\n[slack]\n";
   put_secret(out, "webhook_url", c.slack.webhook_url, kSlackWebhookUrl);
+  put(out, "timeout", quote(format_duration(c.slack.timeout)));
 
   out << "\n[http]\n";
   put(out, "listen", quote(c.http.listen));
@@ -950,6 +1032,10 @@ std::string render_effective(const Config& c) {
   out << "\n[followups]\n";
   put(out, "email_sequence", durations(c.followups.email_sequence));
   put(out, "call_reminder_before", quote(format_duration(c.followups.call_reminder_before)));
+  put(out, "stale_deal_after", quote(format_duration(c.followups.stale_deal_after)));
+  put(out, "send_window", quote(c.followups.send_window));
+  put(out, "send_on_weekends", c.followups.send_on_weekends ? "true" : "false");
+  put(out, "default_time_zone", quote(c.followups.default_time_zone));
 
   out << "\n[lead_score]\n";
   put(out, "threshold", std::to_string(c.lead_score.threshold));
@@ -971,7 +1057,29 @@ std::string render_effective(const Config& c) {
   put(out, "max_json_depth", std::to_string(c.consumer.max_json_depth));
   put(out, "max_string_bytes", std::to_string(c.consumer.max_string_bytes));
   put(out, "max_batch_elements", std::to_string(c.consumer.max_batch_elements));
+
+  out << "\n[executors]\n";
+  put(out, "enabled", c.executors.enabled ? "true" : "false");
   return out.str();
+}
+
+std::optional<std::pair<int, int>> parse_send_window(std::string_view text) {
+  // HH:MM-HH:MM, exactly.
+  auto minutes = [](std::string_view t) -> std::optional<int> {
+    if (t.size() != 5 || t[2] != ':') return std::nullopt;
+    for (std::size_t i : {0, 1, 3, 4}) {
+      if (!std::isdigit(static_cast<unsigned char>(t[i]))) return std::nullopt;
+    }
+    const int h = (t[0] - '0') * 10 + (t[1] - '0');
+    const int m = (t[3] - '0') * 10 + (t[4] - '0');
+    if (m > 59 || h > 24 || (h == 24 && m != 0)) return std::nullopt;
+    return h * 60 + m;
+  };
+  if (text.size() != 11 || text[5] != '-') return std::nullopt;
+  const auto start = minutes(text.substr(0, 5));
+  const auto end = minutes(text.substr(6, 5));
+  if (!start || !end || *start >= *end) return std::nullopt;
+  return std::make_pair(*start, *end);
 }
 
 std::string mask_database_url(const std::string& url) {

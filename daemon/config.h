@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string_view>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -86,11 +88,19 @@ struct HubspotConfig {
 struct SendgridConfig {
   std::string base_url = "https://api.sendgrid.com";
   Secret api_key;  // CRM_WORKER_SENDGRID_API_KEY / credential sendgrid_api_key
+  // The sender of follow-up emails; required to send them.
+  std::string from_email;
+  std::string from_name;
+  // The dynamic template ("d-...") of follow-up emails whose own template is
+  // not one.
+  std::string followup_template;
+  Millis timeout{10000};  // one mail send request, connection included
   bool operator==(const SendgridConfig&) const = default;
 };
 
 struct SlackConfig {
   Secret webhook_url;  // CRM_WORKER_SLACK_WEBHOOK_URL / credential slack_webhook_url
+  Millis timeout{10000};  // one webhook request
   bool operator==(const SlackConfig&) const = default;
 };
 
@@ -119,6 +129,17 @@ struct FollowupsConfig {
                                      Millis{7LL * 24 * 3600 * 1000}};
   // How long before a scheduled call its reminder is due.
   Millis call_reminder_before{15 * 60 * 1000};
+  // A deal with no activity (its own or its prospect's) for this long gets
+  // a Slack alert; 0 = no stale-deal alerts.
+  Millis stale_deal_after{14LL * 24 * 3600 * 1000};
+  // Follow-up emails go out only inside this local time window
+  // ("HH:MM-HH:MM", start < end, "00:00-24:00" = any time) of the
+  // prospect's time zone, and not on Saturdays and Sundays unless
+  // send_on_weekends; a due email waits for the next allowed moment.
+  std::string send_window = "08:00-20:00";
+  bool send_on_weekends = false;
+  // For prospects without a (known) time zone. An IANA name.
+  std::string default_time_zone = "UTC";
   bool operator==(const FollowupsConfig&) const = default;
 };
 
@@ -140,6 +161,14 @@ struct LeadScoreConfig {
   int threshold = 60;
   LeadScoreWeights weights;
   bool operator==(const LeadScoreConfig&) const = default;
+};
+
+// The executors that work through the database queues: the follow-up
+// executor and the Slack notifier. Off = this instance only consumes Kafka
+// (another instance, or a later start, fires what is due).
+struct ExecutorsConfig {
+  bool enabled = true;
+  bool operator==(const ExecutorsConfig&) const = default;
 };
 
 // How the consume loop batches and bounds its input.
@@ -166,6 +195,7 @@ struct Config {
   FollowupsConfig followups;
   LeadScoreConfig lead_score;
   ConsumerConfig consumer;
+  ExecutorsConfig executors;
 
   // Where the values came from, for messages ("(defaults)" if no file).
   std::string source_file;
@@ -196,6 +226,10 @@ Environment process_environment();
 // then `env`. Reports every problem, not just the first: unknown keys,
 // wrong types, out-of-range values, bad durations, a secret in the file.
 ConfigLoadResult load_config(const std::string& path, const Environment& env);
+
+// "HH:MM-HH:MM" → minutes since local midnight [start, end), start < end,
+// end at most 24:00. nullopt if malformed.
+std::optional<std::pair<int, int>> parse_send_window(std::string_view text);
 
 // The effective configuration as TOML text, secrets masked. Used by
 // check-config; safe to print and log.

@@ -1,15 +1,22 @@
 // `crm-worker run`: wires the daemon together and runs the consume loop on
 // the main thread until SIGTERM (drain, exit 0) or a fatal error (exit 1).
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "daemon/cli_support.h"
 #include "daemon/commands.h"
 #include "daemon/consume_loop.h"
+#include "daemon/followup_executor.h"
 #include "daemon/lifecycle.h"
 #include "daemon/logging.h"
+#include "daemon/notifier.h"
 #include "db/database.h"
 #include "db/migrations.h"
 #include "handlers/routing.h"
@@ -59,6 +66,40 @@ Status prepare_database(db::Database& db, Lifecycle& lifecycle) {
     delay = std::min(delay * 2, std::chrono::milliseconds(5000));
   }
 }
+
+// Names this process in lease columns: host and pid.
+std::string instance_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return std::string(host[0] ? host : "localhost") + ":" + std::to_string(::getpid());
+}
+
+// The executors that work through the database queues, each on a thread of
+// its own with its own connection, stopped when the consume loop ends.
+class Executors {
+ public:
+  Executors(const Config& config, const std::string& conninfo, monitoring::Metrics& metrics)
+      : followups_(config, conninfo, metrics, instance_name()) {
+    threads_.emplace_back([this] { followups_.run(stop_); });
+    if (config.slack.webhook_url.is_set()) {
+      notifier_.emplace(config, conninfo, metrics, instance_name());
+      threads_.emplace_back([this] { notifier_->run(stop_); });
+    }
+  }
+  ~Executors() { stop(); }
+  void stop() {
+    stop_.store(true);
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  FollowupExecutor followups_;
+  std::optional<Notifier> notifier_;
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace
 
@@ -155,8 +196,15 @@ int command_run(const std::vector<std::string>& args) {
   }
   log::info("serving metrics and health", {{"listen", config.http.listen}});
 
+  std::optional<Executors> executors;
+  if (config.executors.enabled) {
+    executors.emplace(config, conninfo, metrics);
+  } else {
+    log::info("executors off: this instance only consumes (executors.enabled = false)");
+  }
   Status result = loop.run();
   lifecycle.notify_stopping();
+  executors.reset();
   (*consumer)->close(config.consumer.drain_timeout);
   if (!result) {
     log::error("stopping on a fatal error", {{"reason", result.reason()}, {"error", result.message()}});

@@ -2,7 +2,9 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <map>
+#include <utility>
 #include <string_view>
 
 #include "daemon/logging.h"
@@ -51,11 +53,44 @@ Status classify_exception(std::exception_ptr e) {
   }
 }
 
+class Database::Receiver : public pqxx::notification_receiver {
+ public:
+  Receiver(pqxx::connection_base& conn, const std::string& channel, bool* flag)
+      : pqxx::notification_receiver(conn, channel), flag_(flag) {}
+  void operator()(const std::string&, int) override { *flag_ = true; }
+
+ private:
+  bool* flag_;
+};
+
 Database::Database(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+
+Database::~Database() { disconnect(); }
+
+void Database::listen(std::string channel) { channels_.push_back(std::move(channel)); }
+
+bool Database::await_notification(std::chrono::milliseconds timeout) {
+  if (!notified_) {
+    auto c = connection();
+    if (!c) return true;
+    try {
+      const auto us = std::max<long long>(timeout.count(), 0) * 1000;
+      (*c)->await_notification(static_cast<long>(us / 1000000), static_cast<long>(us % 1000000));
+    } catch (...) {
+      disconnect();
+      return true;
+    }
+    if (!(*c)->is_open()) {
+      disconnect();
+      return true;
+    }
+  }
+  return std::exchange(notified_, false);
+}
 
 Result<pqxx::connection*> Database::connection() {
   if (conn_ && conn_->is_open()) return conn_.get();
-  conn_.reset();
+  disconnect();
   try {
     conn_ = std::make_unique<pqxx::connection>(conninfo_);
     // Bound every wait on the server side too: a lock held by the web app
@@ -67,6 +102,11 @@ Result<pqxx::connection*> Database::connection() {
     tx.exec0("SET lock_timeout = '30s'");
     tx.exec0("SET idle_in_transaction_session_timeout = '5min'");
     tx.commit();
+    for (const std::string& channel : channels_) {
+      receivers_.push_back(std::make_unique<Receiver>(*conn_, channel, &notified_));
+    }
+    // Anything sent while we were not listening was missed: look again.
+    if (!channels_.empty()) notified_ = true;
     reachable_.store(true);
     return conn_.get();
   } catch (...) {
@@ -75,7 +115,10 @@ Result<pqxx::connection*> Database::connection() {
   }
 }
 
-void Database::disconnect() { conn_.reset(); }
+void Database::disconnect() {
+  receivers_.clear();
+  conn_.reset();
+}
 
 Status Database::transact(const std::function<Status(pqxx::work&)>& body) {
   auto c = connection();

@@ -7,10 +7,12 @@
 // reachable(), which is a plain atomic flag.
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <pqxx/pqxx>
 
@@ -30,6 +32,7 @@ Status classify_exception(std::exception_ptr e);
 class Database {
  public:
   explicit Database(std::string conninfo);
+  ~Database();
 
   // Runs `body` in one read-committed transaction and commits it if body
   // returns ok. Any exception is classified; a transient one drops the
@@ -40,12 +43,27 @@ class Database {
   Result<pqxx::connection*> connection();
   void disconnect();
 
+  // LISTENs on `channel` on every connection this object makes (call before
+  // the first use).
+  void listen(std::string channel);
+  // Waits until a notification on a listened channel arrives or `timeout`
+  // passes. True if one came since the last call (also one that arrived
+  // while a transaction ran, and after a reconnect, when some may have been
+  // missed). A broken connection is dropped and reported as true, so the
+  // caller looks at the database again (and reconnects).
+  bool await_notification(std::chrono::milliseconds timeout);
+
   // Last known health, for /readyz. Set by every transact().
   bool reachable() const { return reachable_.load(); }
 
  private:
+  class Receiver;
   std::string conninfo_;
+  std::vector<std::string> channels_;
+  // Declared after conn_: destroyed first (they UNLISTEN on it).
   std::unique_ptr<pqxx::connection> conn_;
+  std::vector<std::unique_ptr<Receiver>> receivers_;
+  bool notified_ = false;
   std::atomic<bool> reachable_{false};
 };
 

@@ -302,26 +302,97 @@ ON CONFLICT (prospect_id) DO UPDATE SET
   churned_at = EXCLUDED.churned_at, updated_at = now()
 )SQL";
 
-// The automatic email sequence: one row per delay ($2, milliseconds),
-// "<email_id>:followup:<step>", due at sent_at + delay. Only for emails that
-// are not themselves a sequence step. Rows still scheduled (or cancelled by
-// an event) follow a change of sent_at.
+// The automatic email sequence, one step at a time: an email that is not
+// itself a sequence step schedules step 1 ("<email_id>:followup:1", due at
+// sent_at + the first delay); a follow-up email the executor sent for step n
+// (its email id is the step's row id) schedules step n + 1, due at its own
+// sent_at + (delay n+1 − delay n), so a step that went out late (a send
+// window, an outage) keeps the spacing to the next. $2: the delays in
+// milliseconds. Rows still scheduled (or cancelled by an event) follow a
+// change of sent_at.
 constexpr const char* kScheduleEmailFollowups = R"SQL(
+WITH d AS (
+  SELECT ms::bigint AS ms, step::int AS step
+  FROM jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS s(ms, step)
+), e AS (
+  -- An email sent for a follow-up row carries the row's id: a sequence
+  -- step continues its sequence, an explicit follow-up starts none.
+  SELECT e.prospect_id, e.template, e.sent_at, COALESCE(fr.email_id, e.id) AS root,
+         CASE WHEN fr.id IS NULL THEN 0 ELSE fr.sequence_step END AS step
+  FROM email_activities e
+  LEFT JOIN followups fr ON fr.id = e.id AND fr.kind = 'email'
+  WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
+    AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL
+    AND (fr.id IS NOT NULL OR COALESCE(e.sequence_step, 0) = 0)
+)
 INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, sequence_step,
   email_id, source_time)
-SELECT e.id || ':followup:' || s.step, e.prospect_id, 'email',
-  e.sent_at + s.ms::bigint * interval '1 millisecond', 'scheduled', e.template, s.step::int, e.id,
-  e.sent_at
-FROM email_activities e
-CROSS JOIN jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS s(ms, step)
-WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
-  AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL AND COALESCE(e.sequence_step, 0) = 0
+SELECT e.root || ':followup:' || nxt.step, e.prospect_id, 'email',
+  e.sent_at + GREATEST(nxt.ms - COALESCE(cur.ms, 0), 0) * interval '1 millisecond', 'scheduled',
+  e.template, nxt.step, e.root, e.sent_at
+FROM e JOIN d nxt ON nxt.step = e.step + 1 LEFT JOIN d cur ON cur.step = e.step
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, template = EXCLUDED.template,
   source_time = EXCLUDED.source_time, updated_at = now()
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   AND (f.prospect_id, f.due_at, f.template, f.source_time) IS DISTINCT FROM
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.template, EXCLUDED.source_time)
+)SQL";
+
+// Explicit timers (crm.followup.scheduled): the newest scheduling event of
+// each id states whom, what and when; its time is the row's source time.
+// Cancelling is left to kCancelFollowups (a crm.followup.cancelled, in any
+// order, or the usual rules).
+constexpr const char* kProjectExplicitFollowups = R"SQL(
+WITH s AS (
+  SELECT DISTINCT ON (o.entity_id) o.entity_id AS id, o.prospect_id, o.details AS d,
+    o.occurred_at, o.event_id
+  FROM outreach_activities o
+  WHERE o.entity_type = 'followup' AND o.type = 'crm.followup.scheduled'
+    AND o.entity_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  ORDER BY o.entity_id, o.occurred_at DESC, o.event_id DESC)
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, source_time,
+  source_event_id)
+SELECT id, prospect_id, d->>'kind', (d->>'due_at')::timestamptz, 'scheduled', d->>'template',
+  occurred_at, event_id
+FROM s
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, kind = EXCLUDED.kind, due_at = EXCLUDED.due_at,
+  template = EXCLUDED.template, source_time = EXCLUDED.source_time,
+  source_event_id = EXCLUDED.source_event_id, updated_at = now()
+WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+  AND (f.prospect_id, f.kind, f.due_at, f.template, f.source_time, f.source_event_id)
+      IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.kind, EXCLUDED.due_at, EXCLUDED.template,
+                        EXCLUDED.source_time, EXCLUDED.source_event_id)
+)SQL";
+
+// Stale-deal alerts: one row per deal with a prospect, "<deal>:stale", due
+// $3 milliseconds after the last activity of the deal or its prospect (the
+// row's source time), for the touched deals ($1) and the deals of the
+// touched prospects ($2). Activity moves the row; the deal's close cancels
+// it (kCancelFollowups).
+constexpr const char* kScheduleStaleDeals = R"SQL(
+WITH d AS (
+  SELECT id, prospect_id FROM deals
+  WHERE prospect_id IS NOT NULL
+    AND (id IN (SELECT jsonb_array_elements_text($1::jsonb))
+         OR prospect_id IN (SELECT jsonb_array_elements_text($2::jsonb)))
+), a AS (
+  SELECT d.id, d.prospect_id, GREATEST(
+    (SELECT max(o.occurred_at) FROM outreach_activities o WHERE o.prospect_id = d.prospect_id),
+    (SELECT max(o.occurred_at) FROM outreach_activities o
+      WHERE o.entity_type = 'deal' AND o.entity_id = d.id)) AS last
+  FROM d)
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, deal_id, source_time)
+SELECT a.id || ':stale', a.prospect_id, 'stale_deal',
+  a.last + $3::bigint * interval '1 millisecond', 'scheduled', a.id, a.last
+FROM a WHERE a.last IS NOT NULL
+ON CONFLICT (id) DO UPDATE SET
+  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
+  source_time = EXCLUDED.source_time, updated_at = now()
+WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+  AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
+      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
 )SQL";
 
 // The reminder of a scheduled call, due $2 milliseconds before it; its
@@ -343,41 +414,29 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
 )SQL";
 
-// Cancels the touched prospects' pending follow-ups for the earliest event
-// that qualifies (see the header). A row cancelled by an event is looked at
-// again, so that an earlier qualifying event arriving late takes its place.
+// Re-evaluates the pending follow-ups of the touched prospects ($1) and
+// follow-up ids ($2) against the cancellation rule (migration 0003,
+// crm_followup_cancellation: the earliest qualifying event). A row cancelled
+// by an event is looked at again, so that an earlier qualifying event
+// arriving late takes its place, and a row whose cancelling event no longer
+// qualifies (it was rescheduled after it) is scheduled again: the result is
+// a function of the set of events, whatever their order.
 constexpr const char* kCancelFollowups = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
-f AS (
-  SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.source_time, f.cancelled_by_event
-  FROM followups f JOIN ids ON f.prospect_id = ids.id
-  WHERE f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL)
+WITH f AS (
+  SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
+    f.cancelled_by_event
+  FROM followups f
+  WHERE (f.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+         OR f.id IN (SELECT jsonb_array_elements_text($2::jsonb)))
+    AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
 ), c AS (
-  SELECT DISTINCT ON (f.id) f.id, f.cancelled_by_event, o.event_id, o.occurred_at,
-    CASE o.type
-      WHEN 'crm.email.replied' THEN 'replied' WHEN 'crm.sms.replied' THEN 'replied'
-      WHEN 'crm.email.bounced' THEN 'bounced' WHEN 'crm.email.dropped' THEN 'dropped'
-      WHEN 'crm.email.unsubscribed' THEN 'unsubscribed'
-      WHEN 'crm.email.spam_reported' THEN 'spam_reported'
-      WHEN 'crm.call.completed' THEN 'call_completed'
-      WHEN 'crm.payment.completed' THEN 'closed_won'
-      ELSE o.details->>'stage' END AS reason
-  FROM f JOIN outreach_activities o ON o.prospect_id = f.prospect_id
-  WHERE (f.kind = 'email'
-         AND o.type IN ('crm.email.bounced', 'crm.email.dropped', 'crm.email.unsubscribed',
-                        'crm.email.spam_reported'))
-     OR (f.kind IN ('email', 'stale_deal')
-         AND o.type IN ('crm.email.replied', 'crm.sms.replied')
-         AND (f.source_time IS NULL OR o.occurred_at >= f.source_time
-              OR (o.entity_type = 'email' AND o.entity_id = f.email_id)))
-     OR (f.kind = 'call_reminder' AND o.type = 'crm.call.completed'
-         AND o.entity_type = 'call' AND o.entity_id = f.call_id)
-     OR ((o.type = 'crm.payment.completed'
-          OR (o.type = 'crm.deal.stage_changed' AND o.details->>'stage' IN ('closed_won', 'closed_lost')))
-         AND (f.source_time IS NULL OR o.occurred_at >= f.source_time))
-  ORDER BY f.id, o.occurred_at, o.event_id)
-UPDATE followups SET status = 'cancelled', cancel_reason = c.reason,
-  cancelled_by_event = c.event_id, cancelled_at = c.occurred_at, updated_at = now()
+  SELECT f.id, f.cancelled_by_event, x.event_id, x.occurred_at, x.reason
+  FROM f LEFT JOIN LATERAL crm_followup_cancellation(
+    f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time) x ON true)
+UPDATE followups SET
+  status = CASE WHEN c.event_id IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+  cancel_reason = c.reason, cancelled_by_event = c.event_id, cancelled_at = c.occurred_at,
+  updated_at = now()
 FROM c
 WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
   -- Again here: an executor may have taken the row since the snapshot above.
@@ -457,6 +516,8 @@ ev AS (
        FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'category'))[1] AS category,
     (array_agg(d->>'urgency' ORDER BY t DESC, event_id DESC)
        FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'urgency'))[1] AS urgency,
+    (array_agg(d->>'time_zone' ORDER BY t DESC, event_id DESC)
+       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'time_zone'))[1] AS time_zone,
     max(t) FILTER (WHERE type = 'crm.prospect.discovered') AS profile_updated_at,
     max(CASE WHEN type = 'crm.email.sent' THEN 1
              WHEN type = 'crm.email.delivered' THEN 2
@@ -482,18 +543,16 @@ ev AS (
   FROM ids LEFT JOIN ev ON ev.pid = ids.id
   GROUP BY ids.id)
 INSERT INTO prospects AS p (id, name, email, phone, company, source, category, urgency,
-  profile_updated_at, sales_status, email_status, email_suppressed_reason, email_suppressed_at,
+  time_zone, profile_updated_at, sales_status, email_status, email_suppressed_reason, email_suppressed_at,
   last_contact_at, next_follow_up_at, emails_sent_count, emails_opened_count,
   emails_clicked_count, emails_replied_count, sms_replied_count, calls_scheduled_count,
   calls_completed_count, deal_value, lead_score)
-SELECT a.id, name, email, phone, company, source, category, urgency, profile_updated_at,
+SELECT a.id, name, email, phone, company, source, category, urgency, time_zone,
+  profile_updated_at,
   COALESCE(sales.stage, 'new'),
   (ARRAY['none', 'sent', 'delivered', 'opened', 'clicked', 'replied'])[COALESCE(email_rank, 0) + 1],
   suppressed, suppressed_at, last_contact_at,
-  LEAST((SELECT min(due_at) FROM followups f
-          WHERE f.prospect_id = a.id AND f.status = 'scheduled' AND f.kind <> 'call_reminder'),
-        (SELECT min(scheduled_at) FROM call_activities c
-          WHERE c.prospect_id = a.id AND c.status = 'scheduled')),
+  crm_next_follow_up(a.id),
   sent, opened, clicked, replied, sms_replied, calls_scheduled, calls_completed,
   (SELECT sum(amount) FROM deals d WHERE d.prospect_id = a.id),
   opened * (w->>'email_opened')::int + clicked * (w->>'email_clicked')::int
@@ -505,6 +564,7 @@ ON CONFLICT (id) DO UPDATE SET
   phone = COALESCE(EXCLUDED.phone, p.phone), company = COALESCE(EXCLUDED.company, p.company),
   source = COALESCE(EXCLUDED.source, p.source), category = COALESCE(EXCLUDED.category, p.category),
   urgency = COALESCE(EXCLUDED.urgency, p.urgency),
+  time_zone = COALESCE(EXCLUDED.time_zone, p.time_zone),
   profile_updated_at = EXCLUDED.profile_updated_at, sales_status = EXCLUDED.sales_status,
   email_status = EXCLUDED.email_status,
   email_suppressed_reason = EXCLUDED.email_suppressed_reason,
@@ -568,7 +628,7 @@ void lock_keys(pqxx::transaction_base& tx, const std::set<std::string>& keys) {
 }
 
 struct Touched {
-  std::set<std::string> emails, sms, calls, deals, customers, prospects;
+  std::set<std::string> emails, sms, calls, deals, customers, followups, prospects;
   std::set<std::string>* of(EntityType type) {
     switch (type) {
       case EntityType::kEmail: return &emails;
@@ -576,6 +636,7 @@ struct Touched {
       case EntityType::kCall: return &calls;
       case EntityType::kDeal: return &deals;
       case EntityType::kCustomer: return &customers;
+      case EntityType::kFollowup: return &followups;
       case EntityType::kNone: return nullptr;
     }
     return nullptr;
@@ -599,6 +660,7 @@ ProjectionOptions projection_options(const Config& config) {
   ProjectionOptions o;
   o.email_sequence = config.followups.email_sequence;
   o.call_reminder_before = config.followups.call_reminder_before;
+  o.stale_deal_after = config.followups.stale_deal_after;
   o.weights = config.lead_score.weights;
   o.score_threshold = config.lead_score.threshold;
   o.notify = config.slack.webhook_url.is_set();
@@ -667,7 +729,8 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   }
   {
     json::array pairs;
-    for (EntityType t : {EntityType::kEmail, EntityType::kSms, EntityType::kCall, EntityType::kDeal}) {
+    for (EntityType t : {EntityType::kEmail, EntityType::kSms, EntityType::kCall, EntityType::kDeal,
+                         EntityType::kFollowup}) {
       for (const std::string& id : *touched.of(t)) pairs.push_back(json::array{handlers::to_string(t), id});
     }
     std::set<std::string> more;
@@ -702,10 +765,17 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   }
   if (!touched.deals.empty()) tx.exec_params(kProjectDeals, to_json(touched.deals));
   if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, to_json(touched.customers));
+  if (!touched.followups.empty()) tx.exec_params(kProjectExplicitFollowups, to_json(touched.followups));
+  if (options.stale_deal_after.count() > 0 && (!touched.deals.empty() || !touched.prospects.empty())) {
+    tx.exec_params(kScheduleStaleDeals, to_json(touched.deals), to_json(touched.prospects),
+                   static_cast<long long>(options.stale_deal_after.count()));
+  }
 
+  if (!touched.prospects.empty() || !touched.followups.empty()) {
+    tx.exec_params(kCancelFollowups, to_json(touched.prospects), to_json(touched.followups));
+  }
   if (!touched.prospects.empty()) {
     const std::string prospects = to_json(touched.prospects);
-    tx.exec_params(kCancelFollowups, prospects);
     tx.exec_params(kProjectProspects, prospects, weights_json(options.weights));
     if (options.notify && options.score_threshold > 0) {
       tx.exec_params(kNotifyScores, prospects, options.score_threshold);

@@ -75,6 +75,7 @@ namespace crm::db {
 struct ProjectionOptions {
   std::vector<Millis> email_sequence;        // followups.email_sequence
   Millis call_reminder_before{15 * 60 * 1000};
+  Millis stale_deal_after{0};                // 0: no stale-deal alerts
   LeadScoreWeights weights;
   int score_threshold = 0;                   // 0: no score notification
   bool notify = false;                       // queue Slack notifications

@@ -124,6 +124,7 @@ const char* to_string(EntityType type) {
     case EntityType::kCall: return "call";
     case EntityType::kDeal: return "deal";
     case EntityType::kCustomer: return "customer";
+    case EntityType::kFollowup: return "followup";
   }
   return nullptr;
 }

@@ -27,12 +27,13 @@
 namespace crm::handlers {
 
 // What an event is about. Projections find "every event of email X" by it.
-enum class EntityType { kNone, kEmail, kSms, kCall, kDeal, kCustomer };
+enum class EntityType { kNone, kEmail, kSms, kCall, kDeal, kCustomer, kFollowup };
 const char* to_string(EntityType type);  // nullptr, "email", "sms", ...
 
 struct Fact {
   EntityType entity_type = EntityType::kNone;
-  // The email / sms / call / deal id, or the prospect id for kCustomer.
+  // The email / sms / call / deal / follow-up id, or the prospect id for
+  // kCustomer.
   // Unset only for a SendGrid event known by its message id alone.
   std::optional<std::string> entity_id;
   // Unset when the event does not name its prospect (some email events):

@@ -6,7 +6,7 @@ namespace {
 using K = FieldKind;
 using E = EntityType;
 
-// The one list: SPEC.md §4's outreach types with their data contracts, plus
+// The one list: SPEC.md §4's outreach and follow-up types with their data contracts, plus
 // the SendGrid-only email types (processed, deferred, resubscribed), which
 // are kept on the timeline and change nothing else. Adding an event type
 // means adding its entry here and, if it has an effect, its rule in
@@ -15,7 +15,7 @@ const std::vector<Handler>& routes() {
   static const std::vector<Handler> kRoutes = {
       {"crm.prospect.discovered", E::kNone, "", true,
        {{"name", K::kString, true}, {"email"}, {"phone"}, {"company"}, {"source"}, {"category"},
-        {"urgency"}}},
+        {"urgency"}, {"time_zone"}}},
 
       {"crm.email.sent", E::kEmail, "email_id", true,
        {{"provider_message_id"}, {"template"}, {"subject", K::kText}, {"sequence_step", K::kCount}}},
@@ -53,6 +53,12 @@ const std::vector<Handler>& routes() {
         {"currency", K::kString, true},
         {"plan"}}},
       {"crm.subscription.cancelled", E::kCustomer, "prospect_id", true, {{"plan"}}},
+
+      {"crm.followup.scheduled", E::kFollowup, "followup_id", true,
+       {{"kind", K::kString, true, {"email", "call_reminder", "stale_deal"}},
+        {"due_at", K::kTime, true},
+        {"template"}}},
+      {"crm.followup.cancelled", E::kFollowup, "followup_id", false, {{"reason", K::kText}}},
   };
   return kRoutes;
 }

@@ -1,8 +1,35 @@
 #include "monitoring/probes.h"
 
+#include <cctype>
+
 #include <prometheus/gauge.h>
 
 namespace crm::monitoring {
+
+namespace {
+
+constexpr const char* kFollowupStatuses[] = {"scheduled", "sending", "sent", "cancelled", "failed", "dead"};
+
+prometheus::Histogram::BucketBoundaries external_buckets() {
+  return {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+}
+
+std::string api_label(const std::string& api) {
+  return api == "hubspot" || api == "sendgrid" || api == "slack" ? api : "other";
+}
+
+// HTTP statuses are a bounded set; anything else is "other".
+std::string code_label(const std::string& code) {
+  if (code == "error" || code == "timeout") return code;
+  if (code.size() == 3 && code[0] >= '1' && code[0] <= '5' &&
+      std::isdigit(static_cast<unsigned char>(code[1])) &&
+      std::isdigit(static_cast<unsigned char>(code[2]))) {
+    return code;
+  }
+  return "other";
+}
+
+}  // namespace
 
 const std::set<std::string>& dead_letter_reasons() {
   static const std::set<std::string> kReasons = {
@@ -37,6 +64,33 @@ Metrics::Metrics(std::vector<std::string> topics, std::vector<std::string> event
                         .Register(*registry_)
                         .Add({}, prometheus::Histogram::BucketBoundaries{
                                      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+  external_requests_ = &prometheus::BuildCounter()
+                            .Name("crm_worker_external_requests_total")
+                            .Help("Requests to external APIs, by api and HTTP status (error/timeout: no answer).")
+                            .Register(*registry_);
+  external_seconds_ = &prometheus::BuildHistogram()
+                           .Name("crm_worker_external_request_seconds")
+                           .Help("Duration of requests to external APIs, by api.")
+                           .Register(*registry_);
+  retries_ = &prometheus::BuildCounter()
+                  .Name("crm_worker_retries_total")
+                  .Help("Failed external requests that were scheduled for another attempt, by api.")
+                  .Register(*registry_);
+  followups_ = &prometheus::BuildGauge()
+                    .Name("crm_worker_followups")
+                    .Help("Follow-up timers by status (failed: an email that may or may not have "
+                          "gone out, never retried automatically; see the README).")
+                    .Register(*registry_);
+  followups_overdue_ = &prometheus::BuildGauge()
+                            .Name("crm_worker_followups_overdue_seconds")
+                            .Help("How late the oldest due, unfired follow-up is (0 when none is due).")
+                            .Register(*registry_)
+                            .Add({});
+  for (const char* api : {"hubspot", "sendgrid", "slack"}) {
+    external_seconds_->Add({{"api", api}}, external_buckets());
+    retries_->Add({{"api", api}});
+  }
+  for (const char* status : kFollowupStatuses) followups_->Add({{"status", status}});
   prometheus::BuildGauge()
       .Name("crm_worker_build_info")
       .Help("Build metadata; the value is always 1.")
@@ -83,6 +137,23 @@ void Metrics::set_lag(const std::vector<queue::PartitionLag>& lags) {
     if (!next.count(tp)) lag_->Remove(g);
   }
   lag_series_ = std::move(next);
+}
+
+void Metrics::external_request(const std::string& api, const std::string& code, double seconds) {
+  const std::string a = api_label(api);
+  external_requests_->Add({{"api", a}, {"code", code_label(code)}}).Increment();
+  external_seconds_->Add({{"api", a}}, external_buckets()).Observe(seconds);
+}
+
+void Metrics::retry(const std::string& api) { retries_->Add({{"api", api_label(api)}}).Increment(); }
+
+void Metrics::set_followups(const std::map<std::string, long long>& by_status,
+                            double overdue_seconds) {
+  for (const char* status : kFollowupStatuses) {
+    auto it = by_status.find(status);
+    followups_->Add({{"status", status}}).Set(it == by_status.end() ? 0.0 : static_cast<double>(it->second));
+  }
+  followups_overdue_->Set(overdue_seconds);
 }
 
 }  // namespace crm::monitoring

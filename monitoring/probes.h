@@ -40,6 +40,16 @@ class Metrics {
   // Replaces the lag series with the given set (unassigned partitions vanish).
   void set_lag(const std::vector<queue::PartitionLag>& lags);
 
+  // External APIs (api: hubspot, sendgrid, slack). `code` is the HTTP status
+  // ("202", "429") or, when no answer came, "error" / "timeout".
+  void external_request(const std::string& api, const std::string& code, double seconds);
+  void retry(const std::string& api);
+
+  // Follow-up timers, refreshed by the follow-up executor: rows per status
+  // (every status of the schema, 0 when none; `failed` = in doubt, for an
+  // operator) and how late the oldest due timer is (0 when none is due).
+  void set_followups(const std::map<std::string, long long>& by_status, double overdue_seconds);
+
  private:
   std::string topic_label(const std::string& topic) const;
   std::string type_label(const std::string& type) const;
@@ -52,6 +62,11 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* dead_letters_;
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Histogram* apply_seconds_;
+  prometheus::Family<prometheus::Counter>* external_requests_;
+  prometheus::Family<prometheus::Histogram>* external_seconds_;
+  prometheus::Family<prometheus::Counter>* retries_;
+  prometheus::Family<prometheus::Gauge>* followups_;
+  prometheus::Gauge* followups_overdue_;
   std::mutex lag_mutex_;
   std::map<queue::TopicPartition, prometheus::Gauge*> lag_series_;
 };

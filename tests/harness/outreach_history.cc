@@ -35,7 +35,7 @@ class Generator {
   void cloud(const std::string& pid, const std::string& type, std::int64_t sec, json::object data,
              const std::string& entity) {
     HistoryEvent e;
-    e.topic = "crm.outreach.events";
+    e.topic = type.rfind("crm.followup.", 0) == 0 ? "crm.followups" : "crm.outreach.events";
     e.key = pid;
     e.id = "ev-" + std::to_string(next_id_++);
     e.type = type;
@@ -85,6 +85,8 @@ class Generator {
       for (const char* f : fields) {
         if (chance(50)) d[f] = std::string(f) + "-" + std::to_string(pick(100));
       }
+      static const char* kZones[] = {"Europe/Berlin", "America/New_York", "Not/AZone"};
+      if (chance(40)) d["time_zone"] = kZones[pick(3)];
       cloud(pid, "crm.prospect.discovered", at(0, 7200), std::move(d), "");
     }
     for (int j = 0, n = 1 + pick(shape_.max_emails); j < n; ++j) email(pid, pid + "-e" + std::to_string(j));
@@ -92,6 +94,28 @@ class Generator {
     for (int j = 0, n = pick(shape_.max_calls + 1); j < n; ++j) call(pid, pid + "-c" + std::to_string(j));
     if (chance(60)) deal(pid, pid + "-d0");
     if (chance(40)) payments(pid);
+    if (chance(60)) followup(pid, pid + "-f0");
+    // Cancelling an automatic row by its id, naming no prospect.
+    if (chance(20)) cloud(pid, "crm.followup.cancelled", at(3600, 2 * 86400),
+                          {{"followup_id", pid + "-e0:followup:1"}}, pid + "-e0:followup:1");
+  }
+
+  // An explicit timer: scheduled (sometimes moved by a newer schedule) and
+  // sometimes cancelled, the cancel as likely before the schedule as after.
+  void followup(const std::string& pid, const std::string& id) {
+    static const char* kKinds[] = {"email", "call_reminder", "stale_deal"};
+    const char* kind = kKinds[pick(3)];
+    for (int n = 1 + pick(2); n > 0; --n) {
+      json::object d{{"followup_id", id}, {"prospect_id", pid}, {"kind", kind},
+                     {"due_at", format_rfc3339(Timestamp{(kBaseSeconds + at(3 * 86400, 86400)) * 1'000'000})}};
+      if (chance(50)) d["template"] = "d-nudge";
+      cloud(pid, "crm.followup.scheduled", at(3600, 2 * 86400), std::move(d), id);
+    }
+    if (chance(40)) {
+      json::object d{{"followup_id", id}};
+      if (chance(50)) d["prospect_id"] = pid;
+      cloud(pid, "crm.followup.cancelled", at(3600, 2 * 86400), std::move(d), id);
+    }
   }
 
   void email(const std::string& pid, const std::string& email) {

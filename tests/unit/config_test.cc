@@ -172,7 +172,11 @@ initial_backoff = "250ms"
 max_backoff = "2h"
 
 [followups]
-email_sequence = ["1d", "36h", "90s"]
+email_sequence = ["90s", "1d", "36h"]
+stale_deal_after = "0s"
+send_window = "09:30-17:00"
+send_on_weekends = true
+default_time_zone = "Europe/Berlin"
 
 [consumer]
 batch_max_events = 100
@@ -211,7 +215,11 @@ max_batch_elements = 7
   EXPECT_EQ(c.retry.initial_backoff, Millis{250});
   EXPECT_EQ(c.retry.max_backoff, Millis{7200000});
   EXPECT_EQ(c.followups.email_sequence,
-            (std::vector<Millis>{Millis{86400000}, Millis{36LL * 3600000}, Millis{90000}}));
+            (std::vector<Millis>{Millis{90000}, Millis{86400000}, Millis{36LL * 3600000}}));
+  EXPECT_EQ(c.followups.stale_deal_after, Millis{0});
+  EXPECT_EQ(c.followups.send_window, "09:30-17:00");
+  EXPECT_TRUE(c.followups.send_on_weekends);
+  EXPECT_EQ(c.followups.default_time_zone, "Europe/Berlin");
   EXPECT_EQ(c.consumer.batch_max_events, 100);
   EXPECT_EQ(c.consumer.batch_max_wait, Millis{0});
   EXPECT_EQ(c.consumer.drain_timeout, Millis{5000});
@@ -225,6 +233,35 @@ TEST_F(ConfigTest, EmptyEmailSequenceTurnsFollowupsOff) {
   const ConfigLoadResult r = load_text("[followups]\nemail_sequence = []\n");
   ASSERT_TRUE(r.ok()) << all_errors(r);
   EXPECT_TRUE(r.config.followups.email_sequence.empty());
+}
+
+TEST_F(ConfigTest, FollowupRulesAreCheckedNamingTheKey) {
+  const ConfigLoadResult r = load_text(
+      "[followups]\n"
+      "email_sequence = [\"7d\", \"3d\"]\n"
+      "send_window = \"20:00-08:00\"\n"
+      "default_time_zone = \"Mars/Olympus\"\n");
+  EXPECT_EQ(r.errors.size(), 3u) << all_errors(r);
+  EXPECT_EQ(error_for(r, "followups.email_sequence").message,
+            "delays must grow (each counts from the original email), got 7d then 3d");
+  EXPECT_EQ(error_for(r, "followups.send_window").line, 3);
+  EXPECT_EQ(error_for(r, "followups.default_time_zone").line, 4);
+  for (const char* bad : {"8:00-20:00", "08:00-08:00", "08:00-24:01", "08:60-09:00", "08:00 20:00",
+                          "../../etc/passwd"}) {
+    EXPECT_FALSE(parse_send_window(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(parse_send_window("00:00-24:00"), std::make_pair(0, 1440));
+  EXPECT_EQ(parse_send_window("08:30-20:00"), std::make_pair(510, 1200));
+  // A path out of the zone directory is not a zone.
+  EXPECT_FALSE(load_text("[followups]\ndefault_time_zone = \"../../etc/passwd\"\n").ok());
+}
+
+TEST_F(ConfigTest, SecretsWithControlCharactersAreRefusedWithoutShowingThem) {
+  const ConfigLoadResult r =
+      load_config("", {{"CRM_WORKER_SENDGRID_API_KEY", "SG.canary-key\nX-Injected: 1"}});
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r);
+  EXPECT_EQ(r.errors[0].key, "sendgrid.api_key");
+  EXPECT_EQ(r.errors[0].to_string().find("canary"), std::string::npos);
 }
 
 TEST_F(ConfigTest, MissingFileIsAnErrorNamingIt) {

@@ -68,6 +68,7 @@ const std::vector<Contract>& contracts() {
                  {{"email", "ada@example.com"},
                   {"phone", "+44 20 7946 0000"},
                   {"company", "Analytical Engines Ltd"},
+                  {"time_zone", "Europe/London"},
                   {"source", "conference"},
                   {"category", "manufacturing"},
                   {"urgency", "high"}}});
@@ -112,6 +113,13 @@ const std::vector<Contract>& contracts() {
     c.push_back({"crm.subscription.cancelled", EntityType::kCustomer, "p-1", "p-1",
                  {{"prospect_id", "p-1"}},
                  {{"plan", "pro"}}});
+    c.push_back({"crm.followup.scheduled", EntityType::kFollowup, "f-1", "p-1",
+                 {{"followup_id", "f-1"}, {"prospect_id", "p-1"}, {"kind", "email"},
+                  {"due_at", "2026-03-05T09:00:00Z"}},
+                 {{"template", "d-123"}}});
+    c.push_back({"crm.followup.cancelled", EntityType::kFollowup, "f-1", std::nullopt,
+                 {{"followup_id", "f-1"}},
+                 {{"prospect_id", "p-1"}, {"reason", "booked a call"}}});
     return c;
   }();
   return kContracts;
@@ -152,7 +160,9 @@ json::value wrong_type_for(std::string_view field) {
   return 42;
 }
 
-bool is_time_field(std::string_view f) { return f == "scheduled_at" || f == "completed_at"; }
+bool is_time_field(std::string_view f) {
+  return f == "scheduled_at" || f == "completed_at" || f == "due_at";
+}
 
 TEST(HandlerContract, EveryRoutedTypeHasAHandlerAndAContract) {
   std::set<std::string> routed;

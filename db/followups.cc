@@ -1,0 +1,272 @@
+#include "db/followups.h"
+
+#include <algorithm>
+
+#include <boost/json.hpp>
+
+namespace crm::db {
+namespace {
+
+namespace json = boost::json;
+
+// $1 kinds (JSON array), $2 limit, $3 owner, $4 lease per email (ms),
+// $5 now (NULL: the database's), $6 default zone, $7 window start, $8 end
+// (minutes), $9 weekends.
+//
+// The row lock taken here is the one a cancelling event's transaction
+// needs to cancel the row (kCancelFollowups), so the two serialize: either
+// the event committed first and the re-check below sees it, or the claim
+// committed first and the event leaves the `sending` row alone.
+constexpr const char* kClaim = R"SQL(
+WITH clock AS (SELECT COALESCE($5::timestamptz, now()) AS now),
+due AS (
+  SELECT f.id FROM followups f, clock
+  WHERE f.status = 'scheduled' AND COALESCE(f.next_attempt_at, f.due_at) <= clock.now
+    AND f.kind IN (SELECT jsonb_array_elements_text($1::jsonb))
+  ORDER BY COALESCE(f.next_attempt_at, f.due_at), f.id
+  LIMIT $2
+  FOR UPDATE OF f SKIP LOCKED
+), chk AS (
+  SELECT f.id, x.event_id, x.occurred_at, x.reason, p.email, p.name, p.company,
+    CASE WHEN f.kind = 'email'
+         THEN crm_send_window_start(clock.now, p.time_zone, $6, $7, $8, $9) END AS allowed_at,
+    row_number() OVER (PARTITION BY f.kind = 'email' ORDER BY f.id) AS n
+  FROM due JOIN followups f ON f.id = due.id CROSS JOIN clock
+  LEFT JOIN prospects p ON p.id = f.prospect_id
+  LEFT JOIN LATERAL crm_followup_cancellation(
+    f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time) x ON true
+), verdict AS (
+  SELECT chk.*, clock.now,
+    CASE WHEN chk.event_id IS NOT NULL THEN 'cancelled'
+         WHEN chk.allowed_at > clock.now THEN 'scheduled'
+         ELSE 'sending' END AS next
+  FROM chk CROSS JOIN clock
+)
+UPDATE followups f SET
+  status = v.next,
+  cancel_reason = CASE WHEN v.next = 'cancelled' THEN v.reason ELSE f.cancel_reason END,
+  cancelled_by_event = CASE WHEN v.next = 'cancelled' THEN v.event_id ELSE f.cancelled_by_event END,
+  cancelled_at = CASE WHEN v.next = 'cancelled' THEN v.occurred_at ELSE f.cancelled_at END,
+  next_attempt_at = CASE WHEN v.next = 'scheduled' THEN v.allowed_at ELSE f.next_attempt_at END,
+  attempts = f.attempts + CASE WHEN v.next = 'sending' THEN 1 ELSE 0 END,
+  lease_owner = CASE WHEN v.next = 'sending' THEN $3 ELSE f.lease_owner END,
+  lease_expires_at = CASE WHEN v.next = 'sending'
+                          THEN v.now + v.n * $4::bigint * interval '1 millisecond'
+                          ELSE f.lease_expires_at END,
+  claimed_at = CASE WHEN v.next = 'sending' THEN v.now ELSE f.claimed_at END,
+  updated_at = now()
+FROM verdict v
+WHERE f.id = v.id
+RETURNING f.id, f.status, f.kind, f.prospect_id, v.email, v.name, v.company, f.template,
+  f.email_id, f.call_id, f.deal_id, f.sequence_step,
+  (extract(epoch FROM f.due_at) * 1000000)::bigint, (extract(epoch FROM v.now) * 1000000)::bigint,
+  f.attempts
+)SQL";
+
+constexpr const char* kQueueNotifications = R"SQL(
+WITH f AS (
+  UPDATE followups SET status = 'sent', sent_at = claimed_at, lease_owner = NULL,
+    lease_expires_at = NULL, updated_at = now()
+  WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND status = 'sending'
+  RETURNING id, kind, prospect_id, due_at, call_id, deal_id, template)
+INSERT INTO notifications (id, kind, prospect_id, payload)
+SELECT 'followup:' || f.id, f.kind, f.prospect_id,
+  jsonb_strip_nulls(jsonb_build_object('followup_id', f.id, 'due_at', f.due_at,
+    'call_id', f.call_id, 'deal_id', f.deal_id, 'template', f.template,
+    'scheduled_at', (SELECT c.scheduled_at FROM call_activities c WHERE c.id = f.call_id)))
+FROM f
+ON CONFLICT (id) DO NOTHING
+)SQL";
+
+constexpr const char* kMarkSent = R"SQL(
+UPDATE followups SET status = 'sent', provider_message_id = $2, sent_at = now(),
+  lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = now()
+WHERE id = $1 AND status = 'sending'
+)SQL";
+
+constexpr const char* kMarkRetry = R"SQL(
+UPDATE followups SET
+  status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'scheduled' END,
+  next_attempt_at = CASE WHEN attempts >= $3 THEN next_attempt_at
+                         ELSE now() + $2::bigint * interval '1 millisecond' END,
+  last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND status = 'sending'
+)SQL";
+
+constexpr const char* kMarkEnded = R"SQL(
+UPDATE followups SET status = $2, last_error = $3, lease_owner = NULL, lease_expires_at = NULL,
+  updated_at = now()
+WHERE id = $1 AND status = 'sending'
+)SQL";
+
+constexpr const char* kRelease = R"SQL(
+UPDATE followups SET status = 'scheduled', attempts = attempts - 1, lease_owner = NULL,
+  lease_expires_at = NULL, updated_at = now()
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND status = 'sending'
+)SQL";
+
+constexpr const char* kFailExpired = R"SQL(
+UPDATE followups SET status = 'failed',
+  last_error = 'in doubt: the worker stopped between claiming this email and recording '
+               'SendGrid''s answer; it may have been sent and is not sent again',
+  lease_owner = NULL, updated_at = now()
+WHERE status = 'sending' AND lease_expires_at < now()
+RETURNING id
+)SQL";
+
+constexpr const char* kRefreshNext = R"SQL(
+UPDATE prospects p SET next_follow_up_at = n.next, updated_at = now()
+FROM (SELECT id, crm_next_follow_up(id) AS next FROM prospects
+      WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))) n
+WHERE p.id = n.id AND p.next_follow_up_at IS DISTINCT FROM n.next
+)SQL";
+
+constexpr const char* kStats = R"SQL(
+SELECT status, count(*),
+  COALESCE(extract(epoch FROM now() - min(COALESCE(next_attempt_at, due_at))
+                   FILTER (WHERE status = 'scheduled')), 0)
+FROM followups GROUP BY status
+)SQL";
+
+constexpr const char* kNextDue = R"SQL(
+SELECT (extract(epoch FROM min(COALESCE(next_attempt_at, due_at)) - now()) * 1000)::bigint
+FROM followups
+WHERE status = 'scheduled' AND kind IN (SELECT jsonb_array_elements_text($1::jsonb))
+)SQL";
+
+constexpr const char* kResolve = R"SQL(
+UPDATE followups SET
+  status = CASE WHEN $2 THEN 'sent' ELSE 'scheduled' END,
+  sent_at = CASE WHEN $2 THEN claimed_at ELSE sent_at END,
+  next_attempt_at = CASE WHEN $2 THEN next_attempt_at ELSE now() END,
+  last_error = CASE WHEN $2 THEN 'resolved by an operator: sent'
+                    ELSE 'resolved by an operator: not sent' END,
+  updated_at = now()
+WHERE id = $1 AND status = 'failed'
+RETURNING prospect_id
+)SQL";
+
+std::string to_json(const std::vector<std::string>& values) {
+  json::array a;
+  for (const std::string& v : values) a.emplace_back(v);
+  return json::serialize(a);
+}
+
+// Times come back as microseconds since the epoch (the server's text form
+// of timestamptz depends on the session's DateStyle).
+Timestamp as_timestamp(const pqxx::field& f) { return Timestamp{f.as<long long>()}; }
+
+// NULL as a statement parameter.
+const char* opt(const std::optional<std::string>& v) { return v ? v->c_str() : nullptr; }
+
+template <typename T>
+std::optional<T> optional(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<T>();
+}
+
+}  // namespace
+
+ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& o) {
+  ClaimResult out;
+  if (o.kinds.empty()) return out;
+  std::optional<std::string> now;
+  if (o.now) now = format_rfc3339(*o.now);
+  const pqxx::result rows =
+      tx.exec_params(kClaim, to_json(o.kinds), o.limit, o.owner,
+                     static_cast<long long>(o.lease_per_email.count()), opt(now), o.window.default_zone,
+                     o.window.start_min, o.window.end_min, o.window.weekends);
+  for (const auto& r : rows) {
+    const std::string status = r[1].as<std::string>();
+    if (status == "cancelled") {
+      ++out.cancelled;
+      continue;
+    }
+    if (status == "scheduled") {
+      ++out.deferred;
+      continue;
+    }
+    ClaimedFollowup f;
+    f.id = r[0].as<std::string>();
+    f.kind = r[2].as<std::string>();
+    f.prospect_id = r[3].is_null() ? std::string() : r[3].as<std::string>();
+    f.email = optional<std::string>(r[4]);
+    f.name = optional<std::string>(r[5]);
+    f.company = optional<std::string>(r[6]);
+    f.template_id = optional<std::string>(r[7]);
+    f.email_id = optional<std::string>(r[8]);
+    f.call_id = optional<std::string>(r[9]);
+    f.deal_id = optional<std::string>(r[10]);
+    f.sequence_step = optional<int>(r[11]);
+    f.due_at = as_timestamp(r[12]);
+    f.claimed_at = as_timestamp(r[13]);
+    f.attempts = r[14].as<int>();
+    out.fired.push_back(std::move(f));
+  }
+  return out;
+}
+
+void queue_notifications(pqxx::transaction_base& tx, const std::vector<const ClaimedFollowup*>& rows) {
+  if (rows.empty()) return;
+  json::array ids;
+  for (const ClaimedFollowup* f : rows) ids.emplace_back(f->id);
+  tx.exec_params(kQueueNotifications, json::serialize(ids));
+}
+
+void mark_sent(pqxx::transaction_base& tx, const std::string& id,
+               const std::optional<std::string>& provider_message_id) {
+  tx.exec_params(kMarkSent, id, opt(provider_message_id));
+}
+
+void mark_retry(pqxx::transaction_base& tx, const std::string& id, Millis delay, int max_attempts,
+                const std::string& error) {
+  tx.exec_params(kMarkRetry, id, static_cast<long long>(delay.count()), max_attempts, error);
+}
+
+void mark_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error) {
+  tx.exec_params(kMarkEnded, id, "dead", error);
+}
+
+void mark_in_doubt(pqxx::transaction_base& tx, const std::string& id, const std::string& error) {
+  tx.exec_params(kMarkEnded, id, "failed", error);
+}
+
+void release(pqxx::transaction_base& tx, const std::vector<std::string>& ids) {
+  if (!ids.empty()) tx.exec_params(kRelease, to_json(ids));
+}
+
+std::vector<std::string> fail_expired_leases(pqxx::transaction_base& tx) {
+  std::vector<std::string> ids;
+  for (const auto& r : tx.exec(kFailExpired)) ids.push_back(r[0].as<std::string>());
+  return ids;
+}
+
+void refresh_next_follow_up(pqxx::transaction_base& tx, const std::vector<std::string>& prospect_ids) {
+  if (prospect_ids.empty()) return;
+  tx.exec_params(kRefreshNext, to_json(prospect_ids));
+}
+
+FollowupStats followup_stats(pqxx::transaction_base& tx) {
+  FollowupStats s;
+  for (const auto& r : tx.exec(kStats)) {
+    s.by_status[r[0].as<std::string>()] = r[1].as<long long>();
+    s.overdue_seconds = std::max(s.overdue_seconds, r[2].as<double>());
+  }
+  return s;
+}
+
+std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds) {
+  if (kinds.empty()) return std::nullopt;
+  const pqxx::row r = tx.exec_params1(kNextDue, to_json(kinds));
+  if (r[0].is_null()) return std::nullopt;
+  return Millis{r[0].as<long long>()};
+}
+
+bool resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id, bool was_sent) {
+  const pqxx::result r = tx.exec_params(kResolve, id, was_sent);
+  if (r.empty()) return false;
+  if (!r[0][0].is_null()) refresh_next_follow_up(tx, {r[0][0].as<std::string>()});
+  return true;
+}
+
+}  // namespace crm::db
