@@ -224,6 +224,11 @@ FollowupExecutor::SendResult FollowupExecutor::send_email(const db::ClaimedFollo
     error = response.outcome == http::Outcome::kAnswered
                 ? "SendGrid answered " + std::to_string(response.status)
                 : "SendGrid not reached: " + response.error;
+    if (f.attempts >= config_.retry.max_attempts) {
+      result = SendResult::kDead;
+      error += " (attempt " + std::to_string(f.attempts) + " of " +
+               std::to_string(config_.retry.max_attempts) + ", giving up)";
+    }
   } else if (response.outcome == http::Outcome::kAnswered) {
     result = SendResult::kDead;
     error = "SendGrid refused the email: " + std::to_string(response.status);
