@@ -37,6 +37,12 @@ Usage:
   crm-worker dlq replay (--id ID | --all) [--config FILE]
                                            queue dead letters for the running daemon
                                            to apply again
+  crm-worker followups list [--status S] [--limit N] [--config FILE]
+                                           show follow-ups (default: failed, i.e.
+                                           emails in doubt after a crash)
+  crm-worker followups resolve --id ID (--sent | --not-sent) [--config FILE]
+                                           record whether an in-doubt email went out;
+                                           --not-sent sends it now
   crm-worker version                       version, git revision, library versions
   crm-worker help [COMMAND]                this text
 
@@ -195,6 +201,7 @@ int cli_main(int argc, char** argv) {
   if (cmd == "check-config") return command_check_config(rest);
   if (cmd == "dev-broker") return command_dev_broker(rest);
   if (cmd == "dlq") return command_dlq(rest);
+  if (cmd == "followups") return command_followups(rest);
   if (cmd == "version" || cmd == "--version") return command_version(rest);
   return usage_error("unknown command '" + cmd + "'");
 }

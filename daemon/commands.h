@@ -14,6 +14,7 @@ int command_migrate(const std::vector<std::string>& args);
 int command_check_config(const std::vector<std::string>& args);
 int command_dev_broker(const std::vector<std::string>& args);
 int command_dlq(const std::vector<std::string>& args);
+int command_followups(const std::vector<std::string>& args);
 int command_version(const std::vector<std::string>& args);
 
 constexpr int kExitOk = 0;

@@ -143,7 +143,9 @@ UPDATE followups SET
                     ELSE 'resolved by an operator: not sent' END,
   updated_at = now()
 WHERE id = $1 AND status = 'failed'
-RETURNING prospect_id
+RETURNING id, kind, prospect_id, template, email_id, sequence_step,
+  (extract(epoch FROM due_at) * 1000000)::bigint,
+  (extract(epoch FROM COALESCE(claimed_at, now())) * 1000000)::bigint, attempts
 )SQL";
 
 std::string to_json(const std::vector<std::string>& values) {
@@ -262,11 +264,22 @@ std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<
   return Millis{r[0].as<long long>()};
 }
 
-bool resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id, bool was_sent) {
+std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,
+                                                bool was_sent) {
   const pqxx::result r = tx.exec_params(kResolve, id, was_sent);
-  if (r.empty()) return false;
-  if (!r[0][0].is_null()) refresh_next_follow_up(tx, {r[0][0].as<std::string>()});
-  return true;
+  if (r.empty()) return std::nullopt;
+  ClaimedFollowup f;
+  f.id = r[0][0].as<std::string>();
+  f.kind = r[0][1].as<std::string>();
+  f.prospect_id = r[0][2].is_null() ? std::string() : r[0][2].as<std::string>();
+  f.template_id = optional<std::string>(r[0][3]);
+  f.email_id = optional<std::string>(r[0][4]);
+  f.sequence_step = optional<int>(r[0][5]);
+  f.due_at = as_timestamp(r[0][6]);
+  f.claimed_at = as_timestamp(r[0][7]);
+  f.attempts = r[0][8].as<int>();
+  refresh_next_follow_up(tx, {f.prospect_id});
+  return f;
 }
 
 }  // namespace crm::db

@@ -112,8 +112,9 @@ FollowupStats followup_stats(pqxx::transaction_base& tx);
 std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds);
 
 // An operator's verdict on a `failed` (in doubt) follow-up email: it went
-// out (sent) or it did not (scheduled again, now). Returns false if the
-// row is not in doubt.
-bool resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id, bool was_sent);
+// out (sent, at its claim time) or it did not (scheduled again, due now).
+// Returns the row as it was claimed, or nullopt if it is not in doubt.
+std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,
+                                                bool was_sent);
 
 }  // namespace crm::db

@@ -327,17 +327,26 @@ TEST_F(FollowupTest, NoAnswerLeavesItInDoubtAndItIsNeverSentTwice) {
   ASSERT_TRUE(executor().report().is_ok());
   EXPECT_EQ(metric_sum(metrics_text(metrics_), "crm_worker_followups{status=\"failed\""), 1);
 
-  // The operator checked SendGrid: it did not go out. Now it does, once.
-  {
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    ASSERT_TRUE(db::resolve_in_doubt(tx, "f1", false));
-    EXPECT_FALSE(db::resolve_in_doubt(tx, "f1", false));  // no longer in doubt
-    tx.commit();
-  }
+  // The operator lists what is in doubt and checks SendGrid: f1 did not go
+  // out (now it does, once); f2 did (recorded as an email, never resent).
+  const std::map<std::string, std::string> env = {{"CRM_WORKER_DATABASE_URL", db_.url()}};
+  apply({discovered("p2", "2026-03-01T09:00:00Z"), schedule("f2", "p2", "email", just_due())});
+  sendgrid_.script("/v3/mail/send", {hang});
+  EXPECT_EQ(fire().in_doubt, 1);
+  auto [code, listing] = run_cli({"followups", "list"}, env);
+  EXPECT_EQ(code, 0) << listing;
+  EXPECT_NE(listing.find("f1"), std::string::npos) << listing;
+  EXPECT_NE(listing.find("2 follow-up(s) failed"), std::string::npos) << listing;
+  EXPECT_EQ(run_cli({"followups", "resolve", "--id", "f1", "--not-sent"}, env).first, 0);
+  EXPECT_EQ(run_cli({"followups", "resolve", "--id", "f1", "--not-sent"}, env).first, 1);  // not in doubt now
+  EXPECT_EQ(run_cli({"followups", "resolve", "--id", "f2"}, env).first, 2);               // verdict missing
+  EXPECT_EQ(run_cli({"followups", "resolve", "--id", "f2", "--sent"}, env).first, 0);
   EXPECT_EQ(fire().sent, 1);
-  EXPECT_EQ(sends(), 2u);
-  EXPECT_EQ(q("SELECT status FROM followups"), "sent");
+  EXPECT_EQ(fire().sent, 0);
+  EXPECT_EQ(sends(), 3u);
+  EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"), "f1:sent,f2:sent");
+  EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM email_activities"),
+            "f1:sent,f2:sent");
 }
 
 TEST_F(FollowupTest, TimersDueWhileEveryWorkerWasDownFireOnceLateAndTheMetricShowsIt) {
