@@ -20,17 +20,16 @@
 //   * pipeline_stages holds each stage the prospect moved FORWARD to, in time
 //     order, with the time it happened (a row can disappear when an earlier
 //     event arrives that makes it a non-move);
-//   * follow-ups: an email sent (not itself a sequence step) schedules one
-//     row per followups.email_sequence delay, a call scheduled a reminder.
-//     A row still `scheduled` is cancelled by the earliest event that
-//     qualifies: for email follow-ups a bounce, drop, unsubscribe or spam
-//     report at any time (suppression is forever); for email and stale-deal
-//     follow-ups a reply at or after the row's source time (or to the email
-//     itself); for a call reminder its call's completion; for any row a
-//     close or payment at or after its source time (a reminder scheduled
-//     after a payment, e.g. an onboarding call, stays). Replies leave call
-//     reminders alone: the call still happens. Rows an executor already took
-//     (sending, sent) are never touched;
+//   * follow-ups: an email sent (not itself a sequence step) schedules step
+//     1 of followups.email_sequence; an email the executor sent for step n
+//     schedules step n + 1; a call scheduled a reminder; a deal with a
+//     prospect a stale-deal alert after its last activity; a
+//     crm.followup.scheduled an explicit timer. Whether a row still
+//     `scheduled` is cancelled is one rule, crm_followup_cancellation
+//     (migration 0003), re-evaluated for every pending row of the touched
+//     prospects: the earliest qualifying event, or none (a row whose
+//     cancelling event no longer qualifies is scheduled again). Rows an
+//     executor already took (sending, sent, failed, dead) are never touched;
 //   * next_follow_up_at: the earliest scheduled follow-up (reminders aside)
 //     or scheduled call; the follow-up executor recomputes it when it fires
 //     one;
