@@ -125,6 +125,20 @@ std::optional<Config> load_config_or_report(const Options& opts) {
   return r.config;
 }
 
+int with_database(const Config& config, const std::function<int(pqxx::connection&)>& body) {
+  try {
+    pqxx::connection conn(database_conninfo(config));
+    return body(conn);
+  } catch (const pqxx::broken_connection& e) {
+    std::fprintf(stderr, "crm-worker: cannot connect to the database %s: %s\n",
+                 mask_database_url(config.database.url).c_str(), e.what());
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "crm-worker: %s\n", e.what());
+    return kExitFailure;
+  }
+}
+
 std::string database_conninfo(const Config& config) {
   // The password credential, when present, goes through libpq's
   // environment variable so that it never appears in a connection string.

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <pqxx/pqxx>
 
 #include "daemon/config.h"
 
@@ -30,6 +33,10 @@ std::optional<Config> load_config_or_report(const Options& opts);
 
 // The libpq connection string for the configuration.
 std::string database_conninfo(const Config& config);
+
+// Connects to the configured database and runs `body`; a failure to connect
+// or an exception becomes one line on stderr (the URL masked) and exit 1.
+int with_database(const Config& config, const std::function<int(pqxx::connection&)>& body);
 
 // Writes `text` and a newline to `path` atomically (write a temporary file,
 // rename it), so a reader polling for the file never sees half of it.

@@ -108,17 +108,9 @@ int command_dlq(const std::vector<std::string>& args) {
   }
   auto config = load_config_or_report(opts);
   if (!config) return kExitUsage;
-  try {
-    pqxx::connection conn(database_conninfo(*config));
+  return with_database(*config, [&](pqxx::connection& conn) {
     return opts.positional[0] == "list" ? dlq_list(conn, opts) : dlq_replay(conn, opts);
-  } catch (const pqxx::broken_connection& e) {
-    std::fprintf(stderr, "crm-worker: cannot connect to the database %s: %s\n",
-                 mask_database_url(config->database.url).c_str(), e.what());
-    return kExitFailure;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "crm-worker: %s\n", e.what());
-    return kExitFailure;
-  }
+  });
 }
 
 }  // namespace crm

@@ -90,18 +90,10 @@ int command_followups(const std::vector<std::string>& args) {
   }
   auto config = load_config_or_report(opts);
   if (!config) return kExitUsage;
-  try {
-    pqxx::connection conn(database_conninfo(*config));
+  return with_database(*config, [&](pqxx::connection& conn) {
     return opts.positional[0] == "list" ? followups_list(conn, opts)
                                         : followups_resolve(conn, *config, opts);
-  } catch (const pqxx::broken_connection& e) {
-    std::fprintf(stderr, "crm-worker: cannot connect to the database %s: %s\n",
-                 mask_database_url(config->database.url).c_str(), e.what());
-    return kExitFailure;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "crm-worker: %s\n", e.what());
-    return kExitFailure;
-  }
+  });
 }
 
 }  // namespace crm

@@ -103,6 +103,10 @@ Result<bool> Notifier::send_one(std::optional<Millis>* wait) {
   const std::string error = response.outcome == http::Outcome::kAnswered
                                 ? "Slack answered " + std::to_string(response.status)
                                 : "Slack: " + response.error;
+  // The last allowed attempt failed: notification_retry makes the row
+  // `dead`, and the log and crm_worker_retries_total must not say "retry".
+  const bool exhausted =
+      verdict == http::Verdict::kRetry && n.attempts >= config_.retry.max_attempts;
   Millis delay{0};
   std::optional<Millis> after;
   if (verdict == http::Verdict::kRetry) {
@@ -129,6 +133,12 @@ Result<bool> Notifier::send_one(std::optional<Millis>* wait) {
       log::info("Slack notification sent", {{"notification_id", n.id}, {"kind", n.kind}});
       break;
     case http::Verdict::kRetry:
+      if (exhausted) {
+        log::error("Slack notification failed, out of attempts, giving up",
+                   {{"notification_id", n.id}, {"attempt", n.attempts},
+                    {"max_attempts", config_.retry.max_attempts}, {"error", error}});
+        break;
+      }
       metrics_.retry("slack");
       log::warn("Slack notification failed, will retry",
                 {{"notification_id", n.id}, {"attempt", n.attempts},
