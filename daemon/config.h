@@ -66,8 +66,9 @@ struct KafkaConfig {
 struct DatabaseConfig {
   // Masked when printed if it carries a password.
   std::string url = "postgresql:///crm";
-  // Connections the daemon may open. Today the consume loop uses one; the
-  // job executors (sync, follow-ups, notifications) will use the rest.
+  // Not enforced yet: the daemon opens one connection for the consume loop,
+  // one for the follow-up executor and one for the Slack notifier (with a
+  // webhook); the HubSpot sync executor will size its pool from this.
   int pool_size = 2;
   Millis connect_timeout{5000};
   // Credential database_password only. libpq's own PGPASSWORD / PGPASSFILE

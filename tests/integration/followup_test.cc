@@ -369,6 +369,23 @@ TEST_F(FollowupTest, TimersDueWhileEveryWorkerWasDownFireOnceLateAndTheMetricSho
   EXPECT_GE(db_.count("SELECT count(*) FROM followups WHERE claimed_at - due_at >= interval '10 minutes'"), 5);
 }
 
+TEST_F(FollowupTest, StoppingFinishesTheEmailInFlightAndReleasesTheRest) {
+  const std::string due = just_due();
+  apply({discovered("p1", "2026-03-01T09:00:00Z"), discovered("p2", "2026-03-01T09:00:00Z"),
+         schedule("f1", "p1", "email", due), schedule("f2", "p2", "email", due)});
+  Answer slow = accepted("sg-slow");
+  slow.delay = 500ms;
+  sendgrid_.script("/v3/mail/send", {slow});
+  std::atomic<bool> stop{false};
+  std::thread runner([&] { executor().run(stop); });
+  ASSERT_TRUE(sendgrid_.wait_for_requests("/v3/mail/send", 1, 5s));
+  stop = true;  // while SendGrid is answering the first
+  runner.join();
+  EXPECT_EQ(sends(), 1u);
+  EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, attempts), ',' ORDER BY id) FROM followups"),
+            "f1|sent|1,f2|scheduled|0");
+}
+
 // A reply and the due time in the same moment, many times, three executors
 // racing: the reply's transaction either cancels the row (then no email,
 // ever) or finds it already taken (the claim committed first, the email was
