@@ -82,7 +82,7 @@ Notifier::Notifier(const Config& config, std::string conninfo, monitoring::Metri
 Result<bool> Notifier::send_one(std::optional<Millis>* wait) {
   db::NotificationClaim claim;
   Status s = db_.transact([&](pqxx::work& tx) {
-    db::retry_expired_notifications(tx);
+    db::retry_expired_notifications(tx, config_.retry.max_attempts);
     claim = db::claim_notification(tx, instance_, config_.slack.timeout + Millis{5000});
     return Status::ok();
   });

@@ -14,8 +14,10 @@ WITH n AS (
   LIMIT 1
   FOR UPDATE SKIP LOCKED
 ), slot AS (
-  UPDATE api_slots SET next_at = now() + interval '1 second'
-  WHERE api = 'slack' AND next_at <= now() AND EXISTS (SELECT 1 FROM n)
+  -- clock_timestamp(): the second counts from now, not from the start of
+  -- a transaction that may have waited for the slot row's lock.
+  UPDATE api_slots SET next_at = clock_timestamp() + interval '1 second'
+  WHERE api = 'slack' AND next_at <= clock_timestamp() AND EXISTS (SELECT 1 FROM n)
   RETURNING api
 )
 UPDATE notifications x SET status = 'sending', attempts = x.attempts + 1, lease_owner = $1,
@@ -61,9 +63,12 @@ WHERE api = 'slack'
 )SQL";
 
 constexpr const char* kExpired = R"SQL(
-UPDATE notifications SET status = 'failed', next_attempt_at = now(),
-  last_error = 'the worker stopped while sending; sending again', lease_owner = NULL,
-  lease_expires_at = NULL, updated_at = now()
+UPDATE notifications SET status = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'failed' END,
+  next_attempt_at = now(),
+  last_error = CASE WHEN attempts >= $1
+                    THEN 'the worker stopped while sending its last attempt; giving up'
+                    ELSE 'the worker stopped while sending; sending again' END,
+  lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE status = 'sending' AND lease_expires_at < now()
 )SQL";
 
@@ -112,8 +117,8 @@ void hold_slack_slot(pqxx::transaction_base& tx, Millis delay) {
   tx.exec_params(kHold, static_cast<long long>(delay.count()));
 }
 
-int retry_expired_notifications(pqxx::transaction_base& tx) {
-  return static_cast<int>(tx.exec(kExpired).affected_rows());
+int retry_expired_notifications(pqxx::transaction_base& tx, int max_attempts) {
+  return static_cast<int>(tx.exec_params(kExpired, max_attempts).affected_rows());
 }
 
 }  // namespace crm::db

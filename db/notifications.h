@@ -11,7 +11,7 @@
 // also move the shared `slack` slot (api_slots) forward from the past, so
 // two instances cannot both send in the same second. A 429 holds the slot
 // for its Retry-After. A crash while `sending` sends the message again
-// after its lease: Slack may see it twice, but never loses it.
+// after its lease (within retry.max_attempts): Slack may see it twice.
 
 #include <optional>
 #include <string>
@@ -48,7 +48,8 @@ void notification_retry(pqxx::transaction_base& tx, const std::string& id, Milli
 void notification_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error);
 // Slack said "slow down": nobody sends before `delay` has passed.
 void hold_slack_slot(pqxx::transaction_base& tx, Millis delay);
-// Rows left `sending` past their lease: due again now. Returns how many.
-int retry_expired_notifications(pqxx::transaction_base& tx);
+// Rows left `sending` past their lease: due again now, or dead if that was
+// their last attempt. Returns how many.
+int retry_expired_notifications(pqxx::transaction_base& tx, int max_attempts);
 
 }  // namespace crm::db
