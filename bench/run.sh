@@ -1,13 +1,39 @@
 #!/usr/bin/env bash
-# Runs the outreach benchmark against a throwaway PostgreSQL cluster and the
-# dev broker, and prints its figures. Arguments go to the benchmark:
-#   bench/run.sh [--events N] [--batch B]
+# Runs a benchmark against a throwaway PostgreSQL cluster (and, for the
+# outreach one, the dev broker) and prints its figures. Arguments after the
+# benchmark's name go to the benchmark:
+#   bench/run.sh [outreach] [--events N] [--batch B]
+#   bench/run.sh followup [--timers N] [--window S] [--executors E] [--rounds R] [--explain]
+# Without a name it runs the outreach benchmark, as it always did.
+#
+# Builds into build/ through scripts/build.sh; CRM_BENCH_BUILD_DIR=DIR builds
+# and runs from DIR instead (a second build tree, e.g. while build/ is busy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bench=outreach
+case ${1:-} in
+  outreach | followup) bench=$1; shift ;;
+esac
+
+case $bench in
+  outreach) targets=(outreach_bench crm-worker) ;;
+  followup) targets=(followup_bench) ;;  # runs the executor in-process
+esac
+
 ./scripts/install-deps.sh
-./scripts/build.sh outreach_bench crm-worker
+build_dir=${CRM_BENCH_BUILD_DIR:-build}
+if [[ $build_dir == build ]]; then
+  ./scripts/build.sh "${targets[@]}"
+else
+  if [[ ! -f $build_dir/build.ninja ]]; then
+    cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  fi
+  cmake --build "$build_dir" -j "${CRM_BUILD_JOBS:-2}" --target "${targets[@]}"
+fi
+
 state=$(mktemp -d /tmp/crm-worker-bench.XXXXXX)
 chmod 755 "$state"
 trap './scripts/pg.sh stop "$state/pg" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
 ./scripts/pg.sh start "$state/pg" >/dev/null
-CRM_TEST_PG_DIR="$state/pg" ./build/bench/outreach_bench "$@"
+CRM_TEST_PG_DIR="$state/pg" "./$build_dir/bench/${bench}_bench" "$@"

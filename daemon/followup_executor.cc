@@ -132,7 +132,8 @@ Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
     std::set<std::string> prospects;
     for (const auto& f : claim.fired) {
       if (f.kind != "email") slack.push_back(&f);
-      prospects.insert(f.prospect_id);
+      // Call reminders never count as the prospect's next follow-up.
+      if (f.kind != "call_reminder") prospects.insert(f.prospect_id);
     }
     db::queue_notifications(tx, slack);
     db::refresh_next_follow_up(tx, {prospects.begin(), prospects.end()});
@@ -151,7 +152,7 @@ Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
   for (const auto& f : claim.fired) {
     if (f.kind != "email") {
       ++pass.queued;
-      log::info("follow-up fired to the Slack outbox",
+      log::debug("follow-up fired to the Slack outbox",
                 {{"followup_id", f.id}, {"kind", f.kind}, {"prospect_id", f.prospect_id}});
       continue;
     }

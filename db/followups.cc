@@ -20,9 +20,11 @@ namespace json = boost::json;
 constexpr const char* kClaim = R"SQL(
 WITH clock AS (SELECT COALESCE($5::timestamptz, now()) AS now),
 due AS (
-  SELECT f.id FROM followups f, clock
-  WHERE f.status = 'scheduled' AND COALESCE(f.next_attempt_at, f.due_at) <= clock.now
-    AND f.kind IN (SELECT jsonb_array_elements_text($1::jsonb))
+  -- The bound is written out (not read from `clock`) so that it is an index
+  -- condition on followups_due_idx: only due rows are read.
+  SELECT f.id FROM followups f
+  WHERE f.status = 'scheduled' AND COALESCE(f.next_attempt_at, f.due_at) <= COALESCE($5::timestamptz, now())
+    AND f.kind = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
   ORDER BY COALESCE(f.next_attempt_at, f.due_at), f.id
   LIMIT $2
   FOR UPDATE OF f SKIP LOCKED
@@ -128,10 +130,13 @@ SELECT status, count(*),
 FROM followups GROUP BY status
 )SQL";
 
+// ORDER BY … LIMIT 1 (not min()) walks followups_due_idx and stops at the
+// first row of a wanted kind.
 constexpr const char* kNextDue = R"SQL(
-SELECT (extract(epoch FROM min(COALESCE(next_attempt_at, due_at)) - now()) * 1000)::bigint
-FROM followups
-WHERE status = 'scheduled' AND kind IN (SELECT jsonb_array_elements_text($1::jsonb))
+SELECT (extract(epoch FROM t - clock_timestamp()) * 1000)::bigint
+FROM (SELECT COALESCE(next_attempt_at, due_at) AS t FROM followups
+      WHERE status = 'scheduled' AND kind = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+      ORDER BY COALESCE(next_attempt_at, due_at) LIMIT 1) n
 )SQL";
 
 constexpr const char* kResolve = R"SQL(
@@ -259,9 +264,9 @@ FollowupStats followup_stats(pqxx::transaction_base& tx) {
 
 std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds) {
   if (kinds.empty()) return std::nullopt;
-  const pqxx::row r = tx.exec_params1(kNextDue, to_json(kinds));
-  if (r[0].is_null()) return std::nullopt;
-  return Millis{r[0].as<long long>()};
+  const pqxx::result r = tx.exec_params(kNextDue, to_json(kinds));
+  if (r.empty() || r[0][0].is_null()) return std::nullopt;
+  return Millis{r[0][0].as<long long>()};
 }
 
 std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,

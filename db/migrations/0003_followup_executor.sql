@@ -19,6 +19,10 @@ CREATE INDEX followups_due_idx ON followups ((COALESCE(next_attempt_at, due_at))
 -- Rows an executor took and did not finish.
 CREATE INDEX followups_sending_idx ON followups (lease_expires_at) WHERE status = 'sending';
 CREATE INDEX followups_deal_idx ON followups (deal_id) WHERE deal_id IS NOT NULL;
+-- A prospect's next pending timer (crm_next_follow_up), without reading its
+-- history.
+CREATE INDEX followups_prospect_due_idx ON followups (prospect_id, (COALESCE(next_attempt_at, due_at)))
+  WHERE status = 'scheduled';
 
 -- Wakes the executors (LISTEN crm_followups) when a timer is created or
 -- moved, by us or by any other writer, so an earlier due time is noticed at
@@ -93,8 +97,9 @@ $$;
 CREATE FUNCTION crm_next_follow_up(p_prospect text) RETURNS timestamptz
   LANGUAGE sql STABLE AS $$
   SELECT LEAST(
-    (SELECT min(COALESCE(f.next_attempt_at, f.due_at)) FROM followups f
-      WHERE f.prospect_id = p_prospect AND f.status = 'scheduled' AND f.kind <> 'call_reminder'),
+    (SELECT COALESCE(f.next_attempt_at, f.due_at) FROM followups f
+      WHERE f.prospect_id = p_prospect AND f.status = 'scheduled' AND f.kind <> 'call_reminder'
+      ORDER BY COALESCE(f.next_attempt_at, f.due_at) LIMIT 1),
     (SELECT min(c.scheduled_at) FROM call_activities c
       WHERE c.prospect_id = p_prospect AND c.status = 'scheduled'))
 $$;
