@@ -369,6 +369,21 @@ TEST_F(FollowupTest, TimersDueWhileEveryWorkerWasDownFireOnceLateAndTheMetricSho
   EXPECT_GE(db_.count("SELECT count(*) FROM followups WHERE claimed_at - due_at >= interval '10 minutes'"), 5);
 }
 
+// Executors sleep until the earliest due time; a timer created or moved by
+// anyone (an event, another instance, the web app) must wake them.
+TEST_F(FollowupTest, ANewOrMovedTimerWakesListeningExecutorsAndNothingElseDoes) {
+  db::Database listener(db_.conninfo());
+  listener.listen("crm_followups");
+  EXPECT_TRUE(listener.await_notification(0ms));  // just connected: look once
+  EXPECT_FALSE(listener.await_notification(100ms));
+  apply({schedule("f1", "p1", "email", "2026-03-05T10:00:00Z")});
+  EXPECT_TRUE(listener.await_notification(5s));
+  q("UPDATE followups SET due_at = due_at - interval '1 day' RETURNING 1");  // another writer
+  EXPECT_TRUE(listener.await_notification(5s));
+  q("UPDATE followups SET status = 'dead' RETURNING 1");  // not a live timer
+  EXPECT_FALSE(listener.await_notification(200ms));
+}
+
 TEST_F(FollowupTest, StoppingFinishesTheEmailInFlightAndReleasesTheRest) {
   const std::string due = just_due();
   apply({discovered("p1", "2026-03-01T09:00:00Z"), discovered("p2", "2026-03-01T09:00:00Z"),
