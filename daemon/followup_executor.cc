@@ -23,6 +23,9 @@ constexpr int kClaimLimit = 20;
 // this only bounds how late a stop request or a lost notification is seen.
 constexpr Millis kMaxWait{1000};
 constexpr Millis kMinWait{20};
+// Beyond SendGrid's own timeout, for recording its answer.
+constexpr Millis kLeaseMargin{10000};
+constexpr int kFinishAttempts = 5;
 constexpr auto kReportEvery = std::chrono::seconds(5);
 
 db::SendWindow send_window(const FollowupsConfig& c) {
@@ -119,63 +122,74 @@ FollowupExecutor::FollowupExecutor(const Config& config, std::string conninfo,
 Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
   FirePass pass;
   db::ClaimOptions options;
-  options.kinds = kinds_;
-  options.limit = kClaimLimit;
   options.owner = instance_;
-  options.lease_per_email = config_.sendgrid.timeout + Millis{5000};
+  options.lease = config_.sendgrid.timeout + kLeaseMargin;
   options.window = window_;
   options.now = now;
-  db::ClaimResult claim;
-  Status s = db_.transact([&](pqxx::work& tx) {
-    claim = db::claim_due(tx, options);
-    std::vector<const db::ClaimedFollowup*> slack;
-    std::set<std::string> prospects;
-    for (const auto& f : claim.fired) {
-      if (f.kind != "email") slack.push_back(&f);
-      // Call reminders never count as the prospect's next follow-up.
-      if (f.kind != "call_reminder") prospects.insert(f.prospect_id);
-    }
-    db::queue_notifications(tx, slack);
-    db::refresh_next_follow_up(tx, {prospects.begin(), prospects.end()});
-    return Status::ok();
-  });
-  if (!s) return s;
-  pass.cancelled = claim.cancelled;
-  pass.deferred = claim.deferred;
-  pass.more = static_cast<int>(claim.fired.size()) + claim.cancelled + claim.deferred >= kClaimLimit;
-  if (claim.cancelled > 0 || claim.deferred > 0) {
-    log::info("follow-ups re-checked at their due time",
-              {{"cancelled", claim.cancelled}, {"deferred_to_send_window", claim.deferred}});
-  }
 
-  std::vector<std::string> unsent;
-  for (const auto& f : claim.fired) {
-    if (f.kind != "email") {
-      ++pass.queued;
-      log::debug("follow-up fired to the Slack outbox",
-                {{"followup_id", f.id}, {"kind", f.kind}, {"prospect_id", f.prospect_id}});
-      continue;
-    }
-    if (stop_ != nullptr && stop_->load()) {
-      unsent.push_back(f.id);
-      continue;
-    }
-    crash_point("after_followup_sending");
-    switch (send_email(f)) {
-      case SendResult::kSent: ++pass.sent; break;
-      case SendResult::kRetry: ++pass.retried; break;
-      case SendResult::kDead: ++pass.dead; break;
-      case SendResult::kInDoubt: ++pass.in_doubt; break;
-    }
+  // Reminders and alerts, many at once: fired into the Slack outbox inside
+  // the claim's own transaction.
+  for (const std::string& k : kinds_) {
+    if (k != "email") options.kinds.push_back(k);
   }
-  if (!unsent.empty()) {
-    Status r = db_.transact([&](pqxx::work& tx) {
-      db::release(tx, unsent);
+  if (!options.kinds.empty()) {
+    options.limit = kClaimLimit;
+    db::ClaimResult claim;
+    Status s = db_.transact([&](pqxx::work& tx) {
+      claim = db::claim_due(tx, options);
+      std::vector<const db::ClaimedFollowup*> rows;
+      std::set<std::string> prospects;
+      for (const auto& f : claim.fired) {
+        rows.push_back(&f);
+        // Call reminders never count as the prospect's next follow-up.
+        if (f.kind != "call_reminder") prospects.insert(f.prospect_id);
+      }
+      db::queue_notifications(tx, rows);
+      db::refresh_next_follow_up(tx, {prospects.begin(), prospects.end()});
       return Status::ok();
     });
-    // If even that fails the rows stay `sending` and are reported in doubt
-    // after their lease: nothing is sent twice either way.
-    if (!r) log::warn("could not release claimed follow-ups", {{"error", r.message()}});
+    if (!s) return s;
+    pass.queued = static_cast<int>(claim.fired.size());
+    pass.cancelled = claim.cancelled;
+    pass.more = static_cast<int>(claim.fired.size()) + claim.cancelled >= kClaimLimit;
+    for (const auto& f : claim.fired) {
+      log::debug("follow-up fired to the Slack outbox",
+                 {{"followup_id", f.id}, {"kind", f.kind}, {"prospect_id", f.prospect_id}});
+    }
+  }
+
+  // Emails, one per claim: the claim commits `sending`, then SendGrid is
+  // called at once, so the lease covers exactly one request and a slow
+  // SendGrid holds no other timer back.
+  if (std::find(kinds_.begin(), kinds_.end(), "email") != kinds_.end() &&
+      !(stop_ != nullptr && stop_->load())) {
+    options.kinds = {"email"};
+    options.limit = 1;
+    db::ClaimResult claim;
+    Status s = db_.transact([&](pqxx::work& tx) {
+      claim = db::claim_due(tx, options);
+      std::vector<std::string> prospects;
+      for (const auto& f : claim.fired) prospects.push_back(f.prospect_id);
+      db::refresh_next_follow_up(tx, prospects);
+      return Status::ok();
+    });
+    if (!s) return s;
+    pass.cancelled += claim.cancelled;
+    pass.deferred += claim.deferred;
+    pass.more = pass.more || claim.cancelled + claim.deferred + claim.fired.size() > 0;
+    for (const auto& f : claim.fired) {
+      crash_point("after_followup_sending");
+      switch (send_email(f)) {
+        case SendResult::kSent: ++pass.sent; break;
+        case SendResult::kRetry: ++pass.retried; break;
+        case SendResult::kDead: ++pass.dead; break;
+        case SendResult::kInDoubt: ++pass.in_doubt; break;
+      }
+    }
+  }
+  if (pass.cancelled > 0 || pass.deferred > 0) {
+    log::info("follow-ups re-checked at their due time",
+              {{"cancelled", pass.cancelled}, {"deferred_to_send_window", pass.deferred}});
   }
   return pass;
 }
@@ -254,27 +268,41 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
     message_id = it->second;
   }
   Millis delay{0};
+  std::optional<Millis> after;
   if (result == SendResult::kRetry) {
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     delay = backoff_delay(f.attempts - 1, config_.retry.initial_backoff, config_.retry.max_backoff,
                           unit(rng_));
-    if (auto after = http::retry_after(response, now_timestamp())) delay = std::max(delay, *after);
+    after = http::retry_after(response, now_timestamp());
+    if (after) delay = std::max(delay, *after);
   }
-  Status s = db_.transact([&](pqxx::work& tx) {
-    switch (result) {
-      case SendResult::kSent:
-        db::mark_sent(tx, f.id, message_id);
-        record_followup_email(tx, followup_sent_event(f, message_id), projection_);
-        break;
-      case SendResult::kRetry:
-        db::mark_retry(tx, f.id, delay, config_.retry.max_attempts, error);
-        break;
-      case SendResult::kDead: db::mark_dead(tx, f.id, error); break;
-      case SendResult::kInDoubt: db::mark_in_doubt(tx, f.id, error); break;
-    }
-    db::refresh_next_follow_up(tx, {f.prospect_id});
-    return Status::ok();
-  });
+  // Recording an outcome is idempotent, so a transient failure (a deadlock
+  // victim, a connection blip) is simply tried again: an accepted email must
+  // not end in doubt for want of a retry.
+  Status s;
+  for (int attempt = 0; attempt < kFinishAttempts; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
+    s = db_.transact([&](pqxx::work& tx) {
+      switch (result) {
+        case SendResult::kSent:
+          // The projection's locks first, then the row: the order every
+          // event's transaction takes them in.
+          record_followup_email(tx, followup_sent_event(f, message_id), projection_);
+          db::mark_sent(tx, f, instance_, message_id);
+          break;
+        case SendResult::kRetry:
+          db::mark_retry(tx, f, instance_, delay, config_.retry.max_attempts, error);
+          // A 429 says SendGrid is full for everyone: hold every instance.
+          if (after) db::hold_api_slot(tx, "sendgrid", *after);
+          break;
+        case SendResult::kDead: db::mark_dead(tx, f, instance_, error); break;
+        case SendResult::kInDoubt: db::mark_in_doubt(tx, f, instance_, error); break;
+      }
+      db::refresh_next_follow_up(tx, {f.prospect_id});
+      return Status::ok();
+    });
+    if (s || !s.is_transient()) break;
+  }
   if (!s) return s;
   switch (result) {
     case SendResult::kSent:

@@ -13,7 +13,8 @@
 // returns; crm_worker_followups_overdue_seconds shows how late.
 //
 // Emails, at most one per follow-up, always:
-//   1. claim: the row is `sending` in a COMMITTED transaction;
+//   1. claim ONE email: the row is `sending` in a COMMITTED transaction,
+//      its lease covering one request (sendgrid.timeout) and its recording;
 //   2. POST /v3/mail/send with custom args prospect_id, email_id (the
 //      follow-up's id) and followup_id;
 //   3. on 202, in one transaction: the row `sent` with SendGrid's
@@ -21,7 +22,9 @@
 //      has its email_activities row, counts as sent, and schedules the next
 //      step of the sequence through the same projection as any email).
 // A refusal that proves nothing was sent (connection refused, 408, 429,
-// 5xx) is retried with backoff; a 4xx ends it (`dead`). No answer (timeout,
+// 5xx) is retried with backoff (a 429 holds SendGrid's shared slot for every
+// instance); a 4xx ends it (`dead`). Each outcome applies only to the claim
+// it belongs to, so a late one never overwrites what happened since. No answer (timeout,
 // reset, garbage), or a crash between 1 and 3, leaves the row `failed`: in
 // doubt, never sent again automatically, reported in the log and the
 // followups{status="failed"} metric for an operator (README).
@@ -72,8 +75,7 @@ class FollowupExecutor {
   // publishes the follow-up metrics.
   Status report();
 
-  // Runs until `stop` is set; the email in flight is finished, claimed ones
-  // not yet sent are released.
+  // Runs until `stop` is set; the email in flight is finished first.
   void run(const std::atomic<bool>& stop);
 
  private:

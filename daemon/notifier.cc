@@ -8,6 +8,7 @@
 
 #include "daemon/core/backoff.h"
 #include "daemon/logging.h"
+#include "db/followups.h"
 #include "http/retry.h"
 
 namespace crm {
@@ -121,7 +122,7 @@ Result<bool> Notifier::send_one(std::optional<Millis>* wait) {
       case http::Verdict::kSuccess: db::notification_sent(tx, n.id); break;
       case http::Verdict::kRetry:
         db::notification_retry(tx, n.id, delay, config_.retry.max_attempts, error);
-        if (after) db::hold_slack_slot(tx, *after);
+        if (after) db::hold_api_slot(tx, "slack", *after);
         break;
       case http::Verdict::kGiveUp: db::notification_dead(tx, n.id, error); break;
     }

@@ -25,14 +25,15 @@ due AS (
   SELECT f.id FROM followups f
   WHERE f.status = 'scheduled' AND COALESCE(f.next_attempt_at, f.due_at) <= COALESCE($5::timestamptz, now())
     AND f.kind = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+    AND (f.kind <> 'email'
+         OR NOT EXISTS (SELECT 1 FROM api_slots s WHERE s.api = 'sendgrid' AND s.next_at > now()))
   ORDER BY COALESCE(f.next_attempt_at, f.due_at), f.id
   LIMIT $2
   FOR UPDATE OF f SKIP LOCKED
 ), chk AS (
   SELECT f.id, x.event_id, x.occurred_at, x.reason, p.email, p.name, p.company,
     CASE WHEN f.kind = 'email'
-         THEN crm_send_window_start(clock.now, p.time_zone, $6, $7, $8, $9) END AS allowed_at,
-    row_number() OVER (PARTITION BY f.kind = 'email' ORDER BY f.id) AS n
+         THEN crm_send_window_start(clock.now, p.time_zone, $6, $7, $8, $9) END AS allowed_at
   FROM due JOIN followups f ON f.id = due.id CROSS JOIN clock
   LEFT JOIN prospects p ON p.id = f.prospect_id
   LEFT JOIN LATERAL crm_followup_cancellation(
@@ -53,7 +54,7 @@ UPDATE followups f SET
   attempts = f.attempts + CASE WHEN v.next = 'sending' THEN 1 ELSE 0 END,
   lease_owner = CASE WHEN v.next = 'sending' THEN $3 ELSE f.lease_owner END,
   lease_expires_at = CASE WHEN v.next = 'sending'
-                          THEN v.now + v.n * $4::bigint * interval '1 millisecond'
+                          THEN now() + $4::bigint * interval '1 millisecond'
                           ELSE f.lease_expires_at END,
   claimed_at = CASE WHEN v.next = 'sending' THEN v.now ELSE f.claimed_at END,
   updated_at = now()
@@ -80,31 +81,32 @@ FROM f
 ON CONFLICT (id) DO NOTHING
 )SQL";
 
+// $1 id, $2 claimed_at, $3 owner: the claim an outcome belongs to.
 constexpr const char* kMarkSent = R"SQL(
-UPDATE followups SET status = 'sent', provider_message_id = $2, sent_at = now(),
+UPDATE followups SET status = 'sent', provider_message_id = $4, sent_at = now(),
   lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = now()
-WHERE id = $1 AND status = 'sending'
+WHERE id = $1 AND claimed_at = $2::timestamptz
+  AND (status IN ('failed', 'scheduled') OR (status = 'sending' AND lease_owner = $3))
 )SQL";
 
 constexpr const char* kMarkRetry = R"SQL(
 UPDATE followups SET
-  status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'scheduled' END,
-  next_attempt_at = CASE WHEN attempts >= $3 THEN next_attempt_at
-                         ELSE now() + $2::bigint * interval '1 millisecond' END,
-  last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND status = 'sending'
+  status = CASE WHEN attempts >= $5 THEN 'dead' ELSE 'scheduled' END,
+  next_attempt_at = CASE WHEN attempts >= $5 THEN next_attempt_at
+                         ELSE now() + $4::bigint * interval '1 millisecond' END,
+  last_error = $6, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND claimed_at = $2::timestamptz AND status = 'sending' AND lease_owner = $3
 )SQL";
 
 constexpr const char* kMarkEnded = R"SQL(
-UPDATE followups SET status = $2, last_error = $3, lease_owner = NULL, lease_expires_at = NULL,
+UPDATE followups SET status = $4, last_error = $5, lease_owner = NULL, lease_expires_at = NULL,
   updated_at = now()
-WHERE id = $1 AND status = 'sending'
+WHERE id = $1 AND claimed_at = $2::timestamptz AND status = 'sending' AND lease_owner = $3
 )SQL";
 
-constexpr const char* kRelease = R"SQL(
-UPDATE followups SET status = 'scheduled', attempts = attempts - 1, lease_owner = NULL,
-  lease_expires_at = NULL, updated_at = now()
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND status = 'sending'
+constexpr const char* kHoldSlot = R"SQL(
+UPDATE api_slots SET next_at = GREATEST(next_at, now() + $2::bigint * interval '1 millisecond')
+WHERE api = $1
 )SQL";
 
 constexpr const char* kFailExpired = R"SQL(
@@ -131,12 +133,22 @@ FROM followups GROUP BY status
 )SQL";
 
 // ORDER BY … LIMIT 1 (not min()) walks followups_due_idx and stops at the
-// first row of a wanted kind.
+// first row of a wanted kind. $1: the kinds other than email, $2: whether
+// emails count (they also wait for SendGrid's slot).
 constexpr const char* kNextDue = R"SQL(
-SELECT (extract(epoch FROM t - clock_timestamp()) * 1000)::bigint
-FROM (SELECT COALESCE(next_attempt_at, due_at) AS t FROM followups
-      WHERE status = 'scheduled' AND kind = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
-      ORDER BY COALESCE(next_attempt_at, due_at) LIMIT 1) n
+WITH other AS (
+  SELECT COALESCE(next_attempt_at, due_at) AS t FROM followups
+  WHERE status = 'scheduled' AND kind = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
+  ORDER BY COALESCE(next_attempt_at, due_at) LIMIT 1
+), email AS (
+  SELECT COALESCE(next_attempt_at, due_at) AS t FROM followups
+  WHERE $2 AND status = 'scheduled' AND kind = 'email'
+  ORDER BY COALESCE(next_attempt_at, due_at) LIMIT 1
+)
+SELECT (extract(epoch FROM LEAST(
+          (SELECT t FROM other),
+          (SELECT GREATEST(e.t, (SELECT next_at FROM api_slots WHERE api = 'sendgrid')) FROM email e))
+        - clock_timestamp()) * 1000)::bigint
 )SQL";
 
 constexpr const char* kResolve = R"SQL(
@@ -181,7 +193,7 @@ ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& o) {
   if (o.now) now = format_rfc3339(*o.now);
   const pqxx::result rows =
       tx.exec_params(kClaim, to_json(o.kinds), o.limit, o.owner,
-                     static_cast<long long>(o.lease_per_email.count()), opt(now), o.window.default_zone,
+                     static_cast<long long>(o.lease.count()), opt(now), o.window.default_zone,
                      o.window.start_min, o.window.end_min, o.window.weekends);
   for (const auto& r : rows) {
     const std::string status = r[1].as<std::string>();
@@ -220,26 +232,29 @@ void queue_notifications(pqxx::transaction_base& tx, const std::vector<const Cla
   tx.exec_params(kQueueNotifications, json::serialize(ids));
 }
 
-void mark_sent(pqxx::transaction_base& tx, const std::string& id,
+void mark_sent(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
                const std::optional<std::string>& provider_message_id) {
-  tx.exec_params(kMarkSent, id, opt(provider_message_id));
+  tx.exec_params(kMarkSent, f.id, format_rfc3339(f.claimed_at), owner, opt(provider_message_id));
 }
 
-void mark_retry(pqxx::transaction_base& tx, const std::string& id, Millis delay, int max_attempts,
-                const std::string& error) {
-  tx.exec_params(kMarkRetry, id, static_cast<long long>(delay.count()), max_attempts, error);
+void mark_retry(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+                Millis delay, int max_attempts, const std::string& error) {
+  tx.exec_params(kMarkRetry, f.id, format_rfc3339(f.claimed_at), owner,
+                 static_cast<long long>(delay.count()), max_attempts, error);
 }
 
-void mark_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error) {
-  tx.exec_params(kMarkEnded, id, "dead", error);
+void mark_dead(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+               const std::string& error) {
+  tx.exec_params(kMarkEnded, f.id, format_rfc3339(f.claimed_at), owner, "dead", error);
 }
 
-void mark_in_doubt(pqxx::transaction_base& tx, const std::string& id, const std::string& error) {
-  tx.exec_params(kMarkEnded, id, "failed", error);
+void mark_in_doubt(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+                   const std::string& error) {
+  tx.exec_params(kMarkEnded, f.id, format_rfc3339(f.claimed_at), owner, "failed", error);
 }
 
-void release(pqxx::transaction_base& tx, const std::vector<std::string>& ids) {
-  if (!ids.empty()) tx.exec_params(kRelease, to_json(ids));
+void hold_api_slot(pqxx::transaction_base& tx, const std::string& api, Millis delay) {
+  tx.exec_params(kHoldSlot, api, static_cast<long long>(delay.count()));
 }
 
 std::vector<std::string> fail_expired_leases(pqxx::transaction_base& tx) {
@@ -264,7 +279,16 @@ FollowupStats followup_stats(pqxx::transaction_base& tx) {
 
 std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds) {
   if (kinds.empty()) return std::nullopt;
-  const pqxx::result r = tx.exec_params(kNextDue, to_json(kinds));
+  std::vector<std::string> other;
+  bool email = false;
+  for (const std::string& k : kinds) {
+    if (k == "email") {
+      email = true;
+    } else {
+      other.push_back(k);
+    }
+  }
+  const pqxx::result r = tx.exec_params(kNextDue, to_json(other), email);
   if (r.empty() || r[0][0].is_null()) return std::nullopt;
   return Millis{r[0][0].as<long long>()};
 }

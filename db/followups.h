@@ -36,12 +36,12 @@ struct SendWindow {
 };
 
 struct ClaimOptions {
-  std::vector<std::string> kinds;  // the kinds this executor can fire
+  std::vector<std::string> kinds;  // the kinds to claim
   int limit = 20;
   std::string owner;               // lease owner: the instance
-  // How long one email send may take; the k-th claimed email's lease runs
-  // k × this from the claim, so a crash is noticed once it has passed.
-  Millis lease_per_email{15000};
+  // How long the claimed rows may stay `sending` before a crash is assumed
+  // (an email: one SendGrid request and recording its answer).
+  Millis lease{15000};
   SendWindow window;
   std::optional<Timestamp> now;    // tests: a fake clock
 };
@@ -71,28 +71,38 @@ struct ClaimResult {
 
 // Takes due timers of the given kinds (FOR UPDATE SKIP LOCKED: any number
 // of executors share them), re-checks the cancellation rule on each, moves
-// emails outside the send window, and marks the rest `sending`.
+// emails outside the send window, and marks the rest `sending`. Emails are
+// not claimed while SendGrid's shared slot is held (after a 429).
 ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& options);
 
 // Slack kinds: queues the notification ("followup:<id>") and marks the
 // row sent, in the claim's transaction.
 void queue_notifications(pqxx::transaction_base& tx, const std::vector<const ClaimedFollowup*>& rows);
 
-// The send was accepted.
-void mark_sent(pqxx::transaction_base& tx, const std::string& id,
+// How one claimed email ended. Each applies only to the row as this claim
+// left it (same claimed_at, and for all but `sent` still `sending` under
+// this owner), so a late outcome can never overwrite what happened to the
+// row since (its lease ran out, an operator resolved it, another claim).
+//
+// The send was accepted: also when the row was meanwhile reported in doubt,
+// or an operator wrongly said it was not sent (before it was claimed again):
+// a 202 is proof, and it must not go out twice.
+void mark_sent(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
                const std::optional<std::string>& provider_message_id);
 // Refused, and certainly not sent: another attempt after `delay`, or dead
 // once `max_attempts` were made.
-void mark_retry(pqxx::transaction_base& tx, const std::string& id, Millis delay, int max_attempts,
-                const std::string& error);
+void mark_retry(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+                Millis delay, int max_attempts, const std::string& error);
 // Refused for good: never sent.
-void mark_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error);
+void mark_dead(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+               const std::string& error);
 // Maybe sent (no answer): in doubt, for an operator.
-void mark_in_doubt(pqxx::transaction_base& tx, const std::string& id, const std::string& error);
+void mark_in_doubt(pqxx::transaction_base& tx, const ClaimedFollowup& f, const std::string& owner,
+                   const std::string& error);
 
-// Claimed rows this executor will not fire after all (it is stopping):
-// scheduled again, as if never claimed.
-void release(pqxx::transaction_base& tx, const std::vector<std::string>& ids);
+// A shared rate-limit slot (api_slots: "sendgrid", "slack") held: nobody
+// calls that API before `delay` has passed.
+void hold_api_slot(pqxx::transaction_base& tx, const std::string& api, Millis delay);
 
 // Rows left `sending` past their lease (the worker died between claiming
 // and recording): `failed`, in doubt. Returns their ids, each once.
@@ -107,8 +117,8 @@ struct FollowupStats {
 };
 FollowupStats followup_stats(pqxx::transaction_base& tx);
 
-// Time until the next timer of these kinds is due (zero or negative: now),
-// nullopt when none waits.
+// Time until the next timer of these kinds is due and claimable (zero or
+// negative: now; emails wait for SendGrid's slot), nullopt when none waits.
 std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds);
 
 // An operator's verdict on a `failed` (in doubt) follow-up email: it went

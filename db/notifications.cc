@@ -57,11 +57,6 @@ UPDATE notifications SET status = 'dead', last_error = $2, lease_owner = NULL,
 WHERE id = $1 AND status = 'sending'
 )SQL";
 
-constexpr const char* kHold = R"SQL(
-UPDATE api_slots SET next_at = GREATEST(next_at, now() + $1::bigint * interval '1 millisecond')
-WHERE api = 'slack'
-)SQL";
-
 constexpr const char* kExpired = R"SQL(
 UPDATE notifications SET status = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'failed' END,
   next_attempt_at = now(),
@@ -111,10 +106,6 @@ void notification_retry(pqxx::transaction_base& tx, const std::string& id, Milli
 
 void notification_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error) {
   tx.exec_params(kDead, id, error);
-}
-
-void hold_slack_slot(pqxx::transaction_base& tx, Millis delay) {
-  tx.exec_params(kHold, static_cast<long long>(delay.count()));
 }
 
 int retry_expired_notifications(pqxx::transaction_base& tx, int max_attempts) {

@@ -46,8 +46,6 @@ void notification_sent(pqxx::transaction_base& tx, const std::string& id);
 void notification_retry(pqxx::transaction_base& tx, const std::string& id, Millis delay,
                         int max_attempts, const std::string& error);
 void notification_dead(pqxx::transaction_base& tx, const std::string& id, const std::string& error);
-// Slack said "slow down": nobody sends before `delay` has passed.
-void hold_slack_slot(pqxx::transaction_base& tx, Millis delay);
 // Rows left `sending` past their lease: due again now, or dead if that was
 // their last attempt. Returns how many.
 int retry_expired_notifications(pqxx::transaction_base& tx, int max_attempts);

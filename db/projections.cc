@@ -317,8 +317,11 @@ WITH d AS (
 ), e AS (
   -- An email sent for a follow-up row carries the row's id: a sequence
   -- step continues its sequence, an explicit follow-up starts none.
+  -- Every step keeps the root email's send time as its source time: a reply
+  -- after the first email cancels the whole rest of the sequence.
   SELECT e.prospect_id, e.template, e.sent_at, COALESCE(fr.email_id, e.id) AS root,
-         CASE WHEN fr.id IS NULL THEN 0 ELSE fr.sequence_step END AS step
+         CASE WHEN fr.id IS NULL THEN 0 ELSE fr.sequence_step END AS step,
+         COALESCE(fr.source_time, e.sent_at) AS source_time
   FROM email_activities e
   LEFT JOIN followups fr ON fr.id = e.id AND fr.kind = 'email'
   WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
@@ -329,11 +332,12 @@ INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, seq
   email_id, source_time)
 SELECT e.root || ':followup:' || nxt.step, e.prospect_id, 'email',
   e.sent_at + GREATEST(nxt.ms - COALESCE(cur.ms, 0), 0) * interval '1 millisecond', 'scheduled',
-  e.template, nxt.step, e.root, e.sent_at
+  e.template, nxt.step, e.root, e.source_time
 FROM e JOIN d nxt ON nxt.step = e.step + 1 LEFT JOIN d cur ON cur.step = e.step
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, template = EXCLUDED.template,
-  source_time = EXCLUDED.source_time, updated_at = now()
+  source_time = EXCLUDED.source_time, updated_at = now(),
+  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   AND (f.prospect_id, f.due_at, f.template, f.source_time) IS DISTINCT FROM
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.template, EXCLUDED.source_time)
@@ -359,7 +363,8 @@ FROM s
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, kind = EXCLUDED.kind, due_at = EXCLUDED.due_at,
   template = EXCLUDED.template, source_time = EXCLUDED.source_time,
-  source_event_id = EXCLUDED.source_event_id, updated_at = now()
+  source_event_id = EXCLUDED.source_event_id, updated_at = now(),
+  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   AND (f.prospect_id, f.kind, f.due_at, f.template, f.source_time, f.source_event_id)
       IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.kind, EXCLUDED.due_at, EXCLUDED.template,
@@ -389,7 +394,8 @@ SELECT a.id || ':stale', a.prospect_id, 'stale_deal',
 FROM a WHERE a.last IS NOT NULL
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
-  source_time = EXCLUDED.source_time, updated_at = now()
+  source_time = EXCLUDED.source_time, updated_at = now(),
+  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
@@ -408,7 +414,8 @@ WHERE c.id IN (SELECT jsonb_array_elements_text($1::jsonb))
   AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
-  source_time = EXCLUDED.source_time, updated_at = now()
+  source_time = EXCLUDED.source_time, updated_at = now(),
+  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
 WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
       (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)

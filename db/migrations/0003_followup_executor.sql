@@ -106,15 +106,18 @@ $$;
 
 -- The send window: the first moment at or after `t` that lies inside
 -- [start_min, end_min) minutes of a local day in `zone` (the prospect's),
--- skipping Saturdays and Sundays unless `weekends`. A zone PostgreSQL does
--- not know falls back to `fallback` (followups.default_time_zone, checked
--- at start). A local start time that does not exist (a DST gap) is
+-- skipping Saturdays and Sundays unless `weekends`. A zone that is not an
+-- IANA name PostgreSQL knows falls back to `fallback`
+-- (followups.default_time_zone, checked at start). A local start time that does not exist (a DST gap) is
 -- resolved the way PostgreSQL resolves it: shifted forward.
 CREATE FUNCTION crm_send_window_start(t timestamptz, zone text, fallback text,
                                       start_min int, end_min int, weekends boolean)
   RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
 DECLARE
-  z text := COALESCE(NULLIF(zone, ''), fallback);
+  -- Only IANA names ("Area/Location", "UTC"): PostgreSQL would also take
+  -- "+03:00" as a POSIX offset with the sign inverted.
+  z text := CASE WHEN zone ~ '^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$' THEN zone
+                 ELSE fallback END;
   local_t timestamp;
   d date;
 BEGIN
@@ -148,4 +151,4 @@ CREATE TABLE api_slots (
   api      text PRIMARY KEY,
   next_at  timestamptz NOT NULL DEFAULT '-infinity'
 );
-INSERT INTO api_slots (api) VALUES ('slack');
+INSERT INTO api_slots (api) VALUES ('slack'), ('sendgrid');

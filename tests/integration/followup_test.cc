@@ -108,6 +108,22 @@ class FollowupTest : public ::testing::Test {
     EXPECT_TRUE(pass.is_ok()) << (pass ? "" : pass.status().message());
     return pass ? *pass : FirePass{};
   }
+  // Fires until nothing due is left (emails go one per claim).
+  FirePass fire_all(std::optional<Timestamp> now = std::nullopt) {
+    FirePass total;
+    for (int i = 0; i < 100; ++i) {
+      const FirePass p = fire(now);
+      total.sent += p.sent;
+      total.queued += p.queued;
+      total.cancelled += p.cancelled;
+      total.deferred += p.deferred;
+      total.retried += p.retried;
+      total.dead += p.dead;
+      total.in_doubt += p.in_doubt;
+      if (!p.more) break;
+    }
+    return total;
+  }
   std::string q(const std::string& sql) const { return db_.scalar(sql); }
   size_t sends() const { return sendgrid_.requests("/v3/mail/send").size(); }
 
@@ -166,6 +182,20 @@ TEST_F(FollowupTest, TheSequenceFiresOnTimeRecordsItsEmailAndSchedulesTheNextSte
   EXPECT_EQ(q("SELECT emails_sent_count FROM prospects WHERE id = 'p1'"), "3");
 }
 
+// A reply that happened after the first email but arrives only after step 1
+// went out still stops step 2: in time order it would have stopped step 1.
+TEST_F(FollowupTest, ALateReplyStopsTheRestOfTheSequence) {
+  apply({discovered("p1", "2026-03-01T09:00:00Z"),
+         ev("crm.email.sent", "2026-03-01T10:00:00Z", R"({"email_id":"m1","prospect_id":"p1"})")});
+  EXPECT_EQ(fire(at("2026-03-04T10:00:00Z")).sent, 1);
+  ASSERT_EQ(q("SELECT status FROM followups WHERE id = 'm1:followup:2'"), "scheduled");
+  apply({ev("crm.sms.replied", "2026-03-02T10:00:00Z", R"({"sms_id":"s1","prospect_id":"p1","body":"stop"})")});
+  EXPECT_EQ(q("SELECT status || ':' || cancel_reason FROM followups WHERE id = 'm1:followup:2'"),
+            "cancelled:replied");
+  EXPECT_EQ(fire(at("2026-03-08T10:00:00Z")).sent, 0);
+  EXPECT_EQ(sends(), 1u);
+}
+
 TEST_F(FollowupTest, AReplyJustBeforeTheDueTimeCancelsAndNothingIsSent) {
   apply({discovered("p1", "2026-03-01T09:00:00Z"),
          ev("crm.email.sent", "2026-03-01T10:00:00Z", R"({"email_id":"m1","prospect_id":"p1"})"),
@@ -193,7 +223,7 @@ TEST_F(FollowupTest, TheClaimRechecksRepliesSuppressionClosesAndCancels) {
   // Another writer (or a race) put them back: the claim itself must refuse.
   q("UPDATE followups SET status = 'scheduled', cancel_reason = NULL, cancelled_by_event = NULL,"
     " cancelled_at = NULL RETURNING 1");
-  FirePass pass = fire(at("2026-03-05T10:00:00Z"));
+  FirePass pass = fire_all(at("2026-03-05T10:00:00Z"));
   EXPECT_EQ(pass.cancelled, 4);
   EXPECT_EQ(pass.sent, 0);
   EXPECT_EQ(sends(), 0u);
@@ -229,7 +259,7 @@ TEST_F(FollowupTest, SendWindowsMoveADueEmailToTheProspectsNextAllowedMoment) {
          schedule("f-ny", "ny", "email", "2026-03-06T23:00:00Z"),
          schedule("f-utc", "nowhere", "email", "2026-03-06T23:00:00Z"),
          schedule("r-ny", "ny", "call_reminder", "2026-03-06T23:00:00Z")});
-  FirePass pass = fire(at("2026-03-06T23:00:00Z"));
+  FirePass pass = fire_all(at("2026-03-06T23:00:00Z"));
   EXPECT_EQ(pass.deferred, 2);
   EXPECT_EQ(pass.queued, 1);  // reminders are not held back
   EXPECT_EQ(sends(), 0u);
@@ -240,6 +270,17 @@ TEST_F(FollowupTest, SendWindowsMoveADueEmailToTheProspectsNextAllowedMoment) {
   EXPECT_EQ(fire(at("2026-03-09T12:59:59Z")).sent, 1);  // f-utc
   EXPECT_EQ(fire(at("2026-03-09T13:00:00Z")).sent, 1);  // f-ny
   EXPECT_EQ(sends(), 2u);
+
+  // A timer deferred to the window and then rescheduled follows the new
+  // due time, not the old deferral.
+  apply({schedule("f-moved", "ny", "email", "2026-03-07T12:00:00Z")});
+  EXPECT_EQ(fire(at("2026-03-07T12:00:00Z")).deferred, 1);  // Saturday
+  apply({schedule("f-moved", "ny", "email", "2026-03-20T15:00:00Z", "2026-03-07T13:00:00Z")});
+  EXPECT_EQ(q("SELECT concat_ws('|', next_attempt_at IS NULL, due_at) FROM followups WHERE id = 'f-moved'"),
+            "t|2026-03-20 15:00:00+00");
+  EXPECT_EQ(fire(at("2026-03-09T13:00:00Z")).sent, 0);
+  EXPECT_EQ(fire(at("2026-03-20T15:00:00Z")).sent, 1);
+  EXPECT_EQ(sends(), 3u);
 
   // The window function itself, on the database's time zone rules.
   auto next = [&](const std::string& t, const std::string& zone, int start, int end, bool weekends) {
@@ -252,6 +293,8 @@ TEST_F(FollowupTest, SendWindowsMoveADueEmailToTheProspectsNextAllowedMoment) {
   EXPECT_EQ(next("2026-03-14T10:00:00Z", "Europe/Berlin", 480, 1200, false), "2026-03-16 07:00:00");
   EXPECT_EQ(next("2026-03-14T10:00:00Z", "Europe/Berlin", 480, 1200, true), "2026-03-14 10:00:00");
   EXPECT_EQ(next("2026-03-14T10:00:00Z", "Asia/Tokyo", 0, 1440, true), "2026-03-14 10:00:00");
+  // Not an IANA name: the default zone, not a POSIX offset with its sign inverted.
+  EXPECT_EQ(next("2026-03-10T05:00:00Z", "+03:00", 480, 1200, false), "2026-03-10 08:00:00");
 }
 
 TEST_F(FollowupTest, CallRemindersAndStaleDealsGoToTheSlackOutbox) {
@@ -311,6 +354,30 @@ TEST_F(FollowupTest, RefusalsAreRetriedWithBackoffAndA4xxEndsIt) {
   // The API key reaches no row and no metric.
   EXPECT_EQ(db_.count(std::string("SELECT count(*) FROM followups WHERE followups::text LIKE '%canary%'")), 0);
   EXPECT_EQ(text.find("canary"), std::string::npos);
+}
+
+// A 429 is SendGrid saying "not now" to the whole account: every email of
+// every instance waits for its Retry-After, not just the refused one.
+TEST_F(FollowupTest, A429HoldsEveryEmailForItsRetryAfter) {
+  apply({discovered("p1", "2026-03-01T09:00:00Z"), discovered("p2", "2026-03-01T09:00:00Z"),
+         schedule("f1", "p1", "email", just_due()), schedule("f2", "p2", "email", just_due())});
+  sendgrid_.script("/v3/mail/send", {status(429, {{"Retry-After", "1"}})});
+  EXPECT_EQ(fire().retried, 1);
+  FollowupExecutor other(config_, db_.conninfo(), metrics_, "other-instance");
+  ASSERT_TRUE(other.fire_due().is_ok());
+  EXPECT_EQ(fire().sent, 0);
+  EXPECT_EQ(sends(), 1u);
+  {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    const auto wait = db::next_due_in(tx, {"email", "call_reminder"});
+    ASSERT_TRUE(wait.has_value());
+    EXPECT_GT(wait->count(), 500);  // the executors sleep until the slot frees
+  }
+  ASSERT_TRUE(wait_until([&] { fire(); return sends() == 3; }, 5s));
+  const auto got = sendgrid_.requests("/v3/mail/send");
+  EXPECT_GE(got[1].at - got[0].at, std::chrono::milliseconds(990));
+  EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"), "f1:sent,f2:sent");
 }
 
 TEST_F(FollowupTest, NoAnswerLeavesItInDoubtAndItIsNeverSentTwice) {
@@ -513,8 +580,8 @@ TEST(FollowupCrash, KillNineAroundTheSendgridCallNeverSendsTwice) {
     EXPECT_EQ(db.scalar("SELECT status FROM followups"), "sending");
 
     WorkerProcess worker(db, broker.bootstrap(), env, config);
-    // The lease (timeout + 5 s) passes, the next report finds the row.
-    ASSERT_TRUE(wait_until([&] { return db.scalar("SELECT status FROM followups") == "failed"; }, 20s))
+    // The lease (timeout + 10 s) passes, the next report finds the row.
+    ASSERT_TRUE(wait_until([&] { return db.scalar("SELECT status FROM followups") == "failed"; }, 40s))
         << worker.process().log();
     ASSERT_TRUE(wait_until([&] {
       return metric_sum(worker.http_get("/metrics").second, "crm_worker_followups{status=\"failed\"") == 1;
