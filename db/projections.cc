@@ -302,23 +302,32 @@ ON CONFLICT (prospect_id) DO UPDATE SET
   churned_at = EXCLUDED.churned_at, updated_at = now()
 )SQL";
 
-// The automatic email sequence, one step at a time: an email that is not
-// itself a sequence step schedules step 1 ("<email_id>:followup:1", due at
-// sent_at + the first delay); a follow-up email the executor sent for step n
-// (its email id is the step's row id) schedules step n + 1, due at its own
-// sent_at + (delay n+1 − delay n), so a step that went out late (a send
-// window, an outage) keeps the spacing to the next. $2: the delays in
-// milliseconds. Rows still scheduled (or cancelled by an event) follow a
-// change of sent_at.
-constexpr const char* kScheduleEmailFollowups = R"SQL(
+// Every timer the timeline implies, for the touched rows, in one upsert
+// with one rule for all of them: a row is written while it is pending
+// (scheduled, or cancelled by an event: kCancelFollowups decides that
+// again right after), never once an executor took it; moving its due time
+// drops a send-window deferral or backoff made for the old one.
+//
+//   * the email sequence, one step at a time: an email that is not itself a
+//     sequence step ($1) schedules step 1 ("<email>:followup:1", sent_at +
+//     the first delay of $2, in ms); an email the executor sent for step n
+//     (its email id is the step's row id) schedules step n + 1 at its own
+//     sent_at + (delay n+1 − delay n), so a step that went out late keeps
+//     the spacing. Every step keeps the root email's send time as its source
+//     time: a reply after the first email stops the rest;
+//   * call reminders ($3): "<call>:reminder", $4 ms before the call; source
+//     time: the newest crm.call.scheduled;
+//   * explicit timers ($5): the newest crm.followup.scheduled of each id
+//     states whom, what and when; its time is the source time;
+//   * stale-deal alerts, for the touched deals ($6) and the deals of the
+//     touched prospects ($7), when $8 (ms) > 0: "<deal>:stale", $8 after the
+//     last activity of the deal or its prospect (the source time).
+// An explicit id equal to a generated one loses to the generated row.
+constexpr const char* kScheduleFollowups = R"SQL(
 WITH d AS (
   SELECT ms::bigint AS ms, step::int AS step
   FROM jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS s(ms, step)
 ), e AS (
-  -- An email sent for a follow-up row carries the row's id: a sequence
-  -- step continues its sequence, an explicit follow-up starts none.
-  -- Every step keeps the root email's send time as its source time: a reply
-  -- after the first email cancels the whole rest of the sequence.
   SELECT e.prospect_id, e.template, e.sent_at, COALESCE(fr.email_id, e.id) AS root,
          CASE WHEN fr.id IS NULL THEN 0 ELSE fr.sequence_step END AS step,
          COALESCE(fr.source_time, e.sent_at) AS source_time
@@ -327,39 +336,51 @@ WITH d AS (
   WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
     AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL
     AND (fr.id IS NOT NULL OR COALESCE(e.sequence_step, 0) = 0)
-)
-INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, sequence_step,
-  email_id, source_time)
-SELECT e.root || ':followup:' || nxt.step, e.prospect_id, 'email',
-  e.sent_at + GREATEST(nxt.ms - COALESCE(cur.ms, 0), 0) * interval '1 millisecond', 'scheduled',
-  e.template, nxt.step, e.root, e.source_time
-FROM e JOIN d nxt ON nxt.step = e.step + 1 LEFT JOIN d cur ON cur.step = e.step
-ON CONFLICT (id) DO UPDATE SET
-  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at, template = EXCLUDED.template,
-  source_time = EXCLUDED.source_time, updated_at = now(),
-  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
-WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
-  AND (f.prospect_id, f.due_at, f.template, f.source_time) IS DISTINCT FROM
-      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.template, EXCLUDED.source_time)
-)SQL";
-
-// Explicit timers (crm.followup.scheduled): the newest scheduling event of
-// each id states whom, what and when; its time is the row's source time.
-// Cancelling is left to kCancelFollowups (a crm.followup.cancelled, in any
-// order, or the usual rules).
-constexpr const char* kProjectExplicitFollowups = R"SQL(
-WITH s AS (
+), explicit AS (
   SELECT DISTINCT ON (o.entity_id) o.entity_id AS id, o.prospect_id, o.details AS d,
     o.occurred_at, o.event_id
   FROM outreach_activities o
   WHERE o.entity_type = 'followup' AND o.type = 'crm.followup.scheduled'
-    AND o.entity_id IN (SELECT jsonb_array_elements_text($1::jsonb))
-  ORDER BY o.entity_id, o.occurred_at DESC, o.event_id DESC)
-INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, source_time,
-  source_event_id)
-SELECT id, prospect_id, d->>'kind', (d->>'due_at')::timestamptz, 'scheduled', d->>'template',
-  occurred_at, event_id
-FROM s
+    AND o.entity_id IN (SELECT jsonb_array_elements_text($5::jsonb))
+  ORDER BY o.entity_id, o.occurred_at DESC, o.event_id DESC
+), stale AS (
+  SELECT d.id, d.prospect_id, GREATEST(
+    (SELECT max(o.occurred_at) FROM outreach_activities o WHERE o.prospect_id = d.prospect_id),
+    (SELECT max(o.occurred_at) FROM outreach_activities o
+      WHERE o.entity_type = 'deal' AND o.entity_id = d.id)) AS last
+  FROM deals d
+  WHERE $8::bigint > 0 AND d.prospect_id IS NOT NULL
+    AND (d.id IN (SELECT jsonb_array_elements_text($6::jsonb))
+         OR d.prospect_id IN (SELECT jsonb_array_elements_text($7::jsonb)))
+), src (id, prospect_id, kind, due_at, template, sequence_step, email_id, call_id, deal_id,
+        source_time, source_event_id) AS (
+  SELECT e.root || ':followup:' || nxt.step, e.prospect_id, 'email',
+    e.sent_at + GREATEST(nxt.ms - COALESCE(cur.ms, 0), 0) * interval '1 millisecond', e.template,
+    nxt.step, e.root, NULL, NULL, e.source_time, NULL
+  FROM e JOIN d nxt ON nxt.step = e.step + 1 LEFT JOIN d cur ON cur.step = e.step
+  UNION ALL
+  SELECT c.id || ':reminder', c.prospect_id, 'call_reminder',
+    c.scheduled_at - $4::bigint * interval '1 millisecond', NULL, NULL, NULL, c.id, NULL,
+    (SELECT max(o.occurred_at) FROM outreach_activities o
+      WHERE o.entity_type = 'call' AND o.entity_id = c.id AND o.type = 'crm.call.scheduled'), NULL
+  FROM call_activities c
+  WHERE c.id IN (SELECT jsonb_array_elements_text($3::jsonb))
+    AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
+  UNION ALL
+  SELECT x.id, x.prospect_id, x.d->>'kind', (x.d->>'due_at')::timestamptz, x.d->>'template',
+    NULL, NULL, NULL, NULL, x.occurred_at, x.event_id
+  FROM explicit x
+  UNION ALL
+  SELECT s.id || ':stale', s.prospect_id, 'stale_deal', s.last + $8::bigint * interval '1 millisecond',
+    NULL, NULL, NULL, NULL, s.id, s.last, NULL
+  FROM stale s WHERE s.last IS NOT NULL
+)
+INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, template, sequence_step,
+  email_id, call_id, deal_id, source_time, source_event_id)
+SELECT DISTINCT ON (id) id, prospect_id, kind, due_at, 'scheduled', template, sequence_step,
+  email_id, call_id, deal_id, source_time, source_event_id
+FROM src
+ORDER BY id, source_event_id IS NOT NULL
 ON CONFLICT (id) DO UPDATE SET
   prospect_id = EXCLUDED.prospect_id, kind = EXCLUDED.kind, due_at = EXCLUDED.due_at,
   template = EXCLUDED.template, source_time = EXCLUDED.source_time,
@@ -369,56 +390,6 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
   AND (f.prospect_id, f.kind, f.due_at, f.template, f.source_time, f.source_event_id)
       IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.kind, EXCLUDED.due_at, EXCLUDED.template,
                         EXCLUDED.source_time, EXCLUDED.source_event_id)
-)SQL";
-
-// Stale-deal alerts: one row per deal with a prospect, "<deal>:stale", due
-// $3 milliseconds after the last activity of the deal or its prospect (the
-// row's source time), for the touched deals ($1) and the deals of the
-// touched prospects ($2). Activity moves the row; the deal's close cancels
-// it (kCancelFollowups).
-constexpr const char* kScheduleStaleDeals = R"SQL(
-WITH d AS (
-  SELECT id, prospect_id FROM deals
-  WHERE prospect_id IS NOT NULL
-    AND (id IN (SELECT jsonb_array_elements_text($1::jsonb))
-         OR prospect_id IN (SELECT jsonb_array_elements_text($2::jsonb)))
-), a AS (
-  SELECT d.id, d.prospect_id, GREATEST(
-    (SELECT max(o.occurred_at) FROM outreach_activities o WHERE o.prospect_id = d.prospect_id),
-    (SELECT max(o.occurred_at) FROM outreach_activities o
-      WHERE o.entity_type = 'deal' AND o.entity_id = d.id)) AS last
-  FROM d)
-INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, deal_id, source_time)
-SELECT a.id || ':stale', a.prospect_id, 'stale_deal',
-  a.last + $3::bigint * interval '1 millisecond', 'scheduled', a.id, a.last
-FROM a WHERE a.last IS NOT NULL
-ON CONFLICT (id) DO UPDATE SET
-  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
-  source_time = EXCLUDED.source_time, updated_at = now(),
-  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
-WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
-  AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
-      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
-)SQL";
-
-// The reminder of a scheduled call, due $2 milliseconds before it; its
-// source time is that of the (newest) crm.call.scheduled that set the time.
-constexpr const char* kScheduleCallReminders = R"SQL(
-INSERT INTO followups AS f (id, prospect_id, kind, due_at, status, call_id, source_time)
-SELECT c.id || ':reminder', c.prospect_id, 'call_reminder',
-  c.scheduled_at - $2::bigint * interval '1 millisecond', 'scheduled', c.id,
-  (SELECT max(o.occurred_at) FROM outreach_activities o
-    WHERE o.entity_type = 'call' AND o.entity_id = c.id AND o.type = 'crm.call.scheduled')
-FROM call_activities c
-WHERE c.id IN (SELECT jsonb_array_elements_text($1::jsonb))
-  AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
-ON CONFLICT (id) DO UPDATE SET
-  prospect_id = EXCLUDED.prospect_id, due_at = EXCLUDED.due_at,
-  source_time = EXCLUDED.source_time, updated_at = now(),
-  next_attempt_at = CASE WHEN f.due_at = EXCLUDED.due_at THEN f.next_attempt_at END
-WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
-  AND (f.prospect_id, f.due_at, f.source_time) IS DISTINCT FROM
-      (EXCLUDED.prospect_id, EXCLUDED.due_at, EXCLUDED.source_time)
 )SQL";
 
 // Re-evaluates the pending follow-ups of the touched prospects ($1) and
@@ -754,27 +725,20 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     lock_keys(tx, more);
   }
 
-  if (!touched.emails.empty()) {
-    const std::string emails = to_json(touched.emails);
-    tx.exec_params(kProjectEmails, emails);
-    if (!options.email_sequence.empty()) {
-      json::array delays;
-      for (Millis d : options.email_sequence) delays.emplace_back(d.count());
-      tx.exec_params(kScheduleEmailFollowups, emails, json::serialize(delays));
-    }
-  }
+  if (!touched.emails.empty()) tx.exec_params(kProjectEmails, to_json(touched.emails));
   if (!touched.sms.empty()) tx.exec_params(kProjectSms, to_json(touched.sms));
-  if (!touched.calls.empty()) {
-    const std::string calls = to_json(touched.calls);
-    tx.exec_params(kProjectCalls, calls);
-    tx.exec_params(kScheduleCallReminders, calls,
-                   static_cast<long long>(options.call_reminder_before.count()));
-  }
+  if (!touched.calls.empty()) tx.exec_params(kProjectCalls, to_json(touched.calls));
   if (!touched.deals.empty()) tx.exec_params(kProjectDeals, to_json(touched.deals));
   if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, to_json(touched.customers));
-  if (!touched.followups.empty()) tx.exec_params(kProjectExplicitFollowups, to_json(touched.followups));
-  if (options.stale_deal_after.count() > 0 && (!touched.deals.empty() || !touched.prospects.empty())) {
-    tx.exec_params(kScheduleStaleDeals, to_json(touched.deals), to_json(touched.prospects),
+
+  if (!touched.emails.empty() || !touched.calls.empty() || !touched.followups.empty() ||
+      !touched.deals.empty() || !touched.prospects.empty()) {
+    json::array delays;
+    for (Millis d : options.email_sequence) delays.emplace_back(d.count());
+    tx.exec_params(kScheduleFollowups, to_json(touched.emails), json::serialize(delays),
+                   to_json(touched.calls),
+                   static_cast<long long>(options.call_reminder_before.count()),
+                   to_json(touched.followups), to_json(touched.deals), to_json(touched.prospects),
                    static_cast<long long>(options.stale_deal_after.count()));
   }
 
