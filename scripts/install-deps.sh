@@ -10,6 +10,9 @@ packages=(
   prometheus-cpp-dev libcivetweb-dev libgtest-dev libcurl4-openssl-dev
   libsystemd-dev libtomlplusplus-dev
   postgresql kcat
+  # followups.default_time_zone is checked against the zone files (PostgreSQL
+  # reads the same ones for the send windows).
+  tzdata
 )
 
 missing=()
