@@ -401,11 +401,17 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
 // a function of the set of events, whatever their order.
 constexpr const char* kCancelFollowups = R"SQL(
 WITH f AS (
+  -- Two index lookups (a UNION, not an OR, which would scan the table).
   SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
     f.cancelled_by_event
   FROM followups f
-  WHERE (f.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
-         OR f.id IN (SELECT jsonb_array_elements_text($2::jsonb)))
+  WHERE f.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+    AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+  UNION
+  SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
+    f.cancelled_by_event
+  FROM followups f
+  WHERE f.id IN (SELECT jsonb_array_elements_text($2::jsonb))
     AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
 ), c AS (
   SELECT f.id, f.cancelled_by_event, x.event_id, x.occurred_at, x.reason
