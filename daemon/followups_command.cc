@@ -60,14 +60,20 @@ int followups_resolve(pqxx::connection& conn, const Config& config, const Option
     return usage_error("followups resolve needs --id ID and exactly one of --sent or --not-sent");
   }
   pqxx::work tx(conn);
-  const std::optional<db::ClaimedFollowup> f = db::resolve_in_doubt(tx, id->second, sent);
+  const std::optional<db::ClaimedFollowup> f = db::find_in_doubt(tx, id->second);
   if (!f) {
     std::fprintf(stderr, "crm-worker: follow-up %s is not in doubt (no row with status failed)\n",
                  id->second.c_str());
     return kExitFailure;
   }
-  // It went out: it is an email like any other (counted, next step scheduled).
+  // It went out: it is an email like any other (counted, next step
+  // scheduled). Recorded before the row is touched: the projection's locks
+  // first, the order every event's transaction takes them in.
   if (sent) record_followup_email(tx, followup_sent_event(*f, std::nullopt), db::projection_options(config));
+  if (!db::resolve_in_doubt(tx, id->second, sent)) {
+    std::fprintf(stderr, "crm-worker: follow-up %s changed meanwhile; nothing done\n", id->second.c_str());
+    return kExitFailure;  // the transaction is rolled back
+  }
   tx.commit();
   std::printf(sent ? "follow-up %s recorded as sent\n"
                    : "follow-up %s scheduled again; a running crm-worker sends it now\n",

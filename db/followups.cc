@@ -151,6 +151,13 @@ SELECT (extract(epoch FROM LEAST(
         - clock_timestamp()) * 1000)::bigint
 )SQL";
 
+constexpr const char* kFindInDoubt = R"SQL(
+SELECT id, kind, prospect_id, template, email_id, sequence_step,
+  (extract(epoch FROM due_at) * 1000000)::bigint,
+  (extract(epoch FROM COALESCE(claimed_at, now())) * 1000000)::bigint, attempts
+FROM followups WHERE id = $1 AND status = 'failed'
+)SQL";
+
 constexpr const char* kResolve = R"SQL(
 UPDATE followups SET
   status = CASE WHEN $2 THEN 'sent' ELSE 'scheduled' END,
@@ -293,20 +300,36 @@ std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<
   return Millis{r[0][0].as<long long>()};
 }
 
+namespace {
+
+// A row of kFindInDoubt / kResolve.
+ClaimedFollowup in_doubt_row(const pqxx::row& r) {
+  ClaimedFollowup f;
+  f.id = r[0].as<std::string>();
+  f.kind = r[1].as<std::string>();
+  f.prospect_id = r[2].is_null() ? std::string() : r[2].as<std::string>();
+  f.template_id = optional<std::string>(r[3]);
+  f.email_id = optional<std::string>(r[4]);
+  f.sequence_step = optional<int>(r[5]);
+  f.due_at = as_timestamp(r[6]);
+  f.claimed_at = as_timestamp(r[7]);
+  f.attempts = r[8].as<int>();
+  return f;
+}
+
+}  // namespace
+
+std::optional<ClaimedFollowup> find_in_doubt(pqxx::transaction_base& tx, const std::string& id) {
+  const pqxx::result r = tx.exec_params(kFindInDoubt, id);
+  if (r.empty()) return std::nullopt;
+  return in_doubt_row(r[0]);
+}
+
 std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,
                                                 bool was_sent) {
   const pqxx::result r = tx.exec_params(kResolve, id, was_sent);
   if (r.empty()) return std::nullopt;
-  ClaimedFollowup f;
-  f.id = r[0][0].as<std::string>();
-  f.kind = r[0][1].as<std::string>();
-  f.prospect_id = r[0][2].is_null() ? std::string() : r[0][2].as<std::string>();
-  f.template_id = optional<std::string>(r[0][3]);
-  f.email_id = optional<std::string>(r[0][4]);
-  f.sequence_step = optional<int>(r[0][5]);
-  f.due_at = as_timestamp(r[0][6]);
-  f.claimed_at = as_timestamp(r[0][7]);
-  f.attempts = r[0][8].as<int>();
+  ClaimedFollowup f = in_doubt_row(r[0]);
   refresh_next_follow_up(tx, {f.prospect_id});
   return f;
 }

@@ -121,6 +121,10 @@ FollowupStats followup_stats(pqxx::transaction_base& tx);
 // negative: now; emails wait for SendGrid's slot), nullopt when none waits.
 std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<std::string>& kinds);
 
+// The row of a `failed` (in doubt) follow-up, as it was claimed; nullopt
+// if it is not in doubt. Takes no lock.
+std::optional<ClaimedFollowup> find_in_doubt(pqxx::transaction_base& tx, const std::string& id);
+
 // An operator's verdict on a `failed` (in doubt) follow-up email: it went
 // out (sent, at its claim time) or it did not (scheduled again, due now).
 // Returns the row as it was claimed, or nullopt if it is not in doubt.

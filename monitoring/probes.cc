@@ -78,12 +78,14 @@ Metrics::Metrics(std::vector<std::string> topics, std::vector<std::string> event
                   .Register(*registry_);
   followups_ = &prometheus::BuildGauge()
                     .Name("crm_worker_followups")
-                    .Help("Follow-up timers by status (failed: an email that may or may not have "
-                          "gone out, never retried automatically; see the README).")
+                    .Help("Follow-up timers by status, counted in the shared table (every instance "
+                          "reports the same numbers: aggregate with max, not sum). failed: an email "
+                          "that may or may not have gone out, never retried automatically.")
                     .Register(*registry_);
   followups_overdue_ = &prometheus::BuildGauge()
                             .Name("crm_worker_followups_overdue_seconds")
-                            .Help("How late the oldest due, unfired follow-up is (0 when none is due).")
+                            .Help("How late the oldest due, unfired follow-up is (0 when none is due; "
+                                  "every instance reports the same).")
                             .Register(*registry_)
                             .Add({});
   for (const char* api : {"hubspot", "sendgrid", "slack"}) {
