@@ -392,6 +392,38 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
                         EXCLUDED.source_time, EXCLUDED.source_event_id)
 )SQL";
 
+// HubSpot sync jobs for the batch's new crm.sync.requested events ($1). A
+// job carries the newest request of its entity on the whole timeline; a
+// job is added or updated only when that request is newer than every job
+// of the entity: the pending one absorbs it (ten requests, one push), and
+// once a job is in progress or done a newer request makes a new pending
+// job (the change may have come after the worker read the row). An older
+// request arriving late adds nothing.
+constexpr const char* kEnqueueSync = R"SQL(
+WITH b AS (
+  SELECT DISTINCT details->>'entity_type' AS et, details->>'entity_id' AS eid
+  FROM outreach_activities
+  WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND type = 'crm.sync.requested'
+), newest AS (
+  SELECT b.et, b.eid, n.operation, n.occurred_at, n.event_id
+  FROM b CROSS JOIN LATERAL (
+    SELECT o.details->>'operation' AS operation, o.occurred_at, o.event_id
+    FROM outreach_activities o
+    WHERE o.type = 'crm.sync.requested' AND o.details->>'entity_type' = b.et
+      AND o.details->>'entity_id' = b.eid
+    ORDER BY o.occurred_at DESC, o.event_id DESC LIMIT 1) n
+)
+INSERT INTO sync_queue AS q (entity_type, entity_id, operation, requested_at, source_event_id)
+SELECT et, eid, operation, occurred_at, event_id FROM newest n
+WHERE NOT EXISTS (
+  SELECT 1 FROM sync_queue j
+  WHERE j.entity_type = n.et AND j.entity_id = n.eid
+    AND (j.requested_at, j.source_event_id) >= (n.occurred_at, n.event_id))
+ON CONFLICT (entity_type, entity_id) WHERE status = 'pending' DO UPDATE SET
+  operation = EXCLUDED.operation, requested_at = EXCLUDED.requested_at,
+  source_event_id = EXCLUDED.source_event_id, updated_at = now()
+)SQL";
+
 // Re-evaluates the pending follow-ups of the touched prospects ($1) and
 // follow-up ids ($2) against the cancellation rule (migration 0003,
 // crm_followup_cancellation: the earliest qualifying event). A row cancelled
@@ -683,10 +715,15 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
              const ProjectionOptions& options) {
   if (rows.empty()) return;
   Touched touched;
-  std::set<std::string> message_ids, keys, event_ids, reinferred;
+  std::set<std::string> message_ids, keys, event_ids, reinferred, sync_requests;
   for (const FactRow& r : rows) {
     const handlers::Fact& f = *r.fact;
     event_ids.insert(r.event->id);
+    if (r.event->type == "crm.sync.requested") {
+      sync_requests.insert(r.event->id);
+      keys.insert("sync:" + json::value_to<std::string>(f.details.at("entity_type")) + ":" +
+                  json::value_to<std::string>(f.details.at("entity_id")));
+    }
     if (f.prospect_id) {
       touched.prospects.insert(*f.prospect_id);
       keys.insert("prospect:" + *f.prospect_id);
@@ -747,6 +784,8 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
                    to_json(touched.followups), to_json(touched.deals), to_json(touched.prospects),
                    static_cast<long long>(options.stale_deal_after.count()));
   }
+
+  if (!sync_requests.empty()) tx.exec_params(kEnqueueSync, to_json(sync_requests));
 
   if (!touched.prospects.empty() || !touched.followups.empty()) {
     tx.exec_params(kCancelFollowups, to_json(touched.prospects), to_json(touched.followups));

@@ -6,7 +6,7 @@ namespace {
 using K = FieldKind;
 using E = EntityType;
 
-// The one list: SPEC.md §4's outreach and follow-up types with their data contracts, plus
+// The one list: SPEC.md §4's outreach, follow-up and sync types with their data contracts, plus
 // the SendGrid-only email types (processed, deferred, resubscribed), which
 // are kept on the timeline and change nothing else. Adding an event type
 // means adding its entry here and, if it has an effect, its rule in
@@ -59,6 +59,13 @@ const std::vector<Handler>& routes() {
         {"due_at", K::kTime, true},
         {"template"}}},
       {"crm.followup.cancelled", E::kFollowup, "followup_id", false, {{"reason", K::kText}}},
+
+      // A HubSpot sync job for a row the web app wrote; the entity is named by
+      // two fields, so it stays in the details (no timeline entity).
+      {"crm.sync.requested", E::kNone, "", false,
+       {{"entity_type", K::kString, true, {"company", "contact", "deal"}},
+        {"entity_id", K::kString, true},
+        {"operation", K::kString, true, {"upsert", "delete"}}}},
   };
   return kRoutes;
 }

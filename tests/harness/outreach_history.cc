@@ -95,6 +95,17 @@ class Generator {
     if (chance(60)) deal(pid, pid + "-d0");
     if (chance(40)) payments(pid);
     if (chance(60)) followup(pid, pid + "-f0");
+    // Sync requests for a few shared companies and this prospect's deal,
+    // upserts and deletes in any order.
+    for (int n = pick(3); n > 0; --n) {
+      static const char* kOps[] = {"upsert", "upsert", "delete"};
+      const bool company = chance(50);
+      cloud(pid, "crm.sync.requested", at(0, 3 * 86400),
+            {{"entity_type", company ? "company" : "deal"},
+             {"entity_id", company ? "co" + std::to_string(pick(3)) : pid + "-d0"},
+             {"operation", kOps[pick(3)]}},
+            "");
+    }
     // Cancelling an automatic row by its id, naming no prospect.
     if (chance(20)) cloud(pid, "crm.followup.cancelled", at(3600, 2 * 86400),
                           {{"followup_id", pid + "-e0:followup:1"}}, pid + "-e0:followup:1");
@@ -293,6 +304,7 @@ std::string outreach_tables(const TestDatabase& db) {
       {"pipeline_stages", "{}"},
       {"followups", "{created_at,updated_at}"},
       {"notifications", "{created_at,updated_at,next_attempt_at}"},
+      {"sync_queue", "{id,created_at,updated_at,next_attempt_at}"},
       {"outreach_activities", "{id,created_at}"},
       {"processed_events", "{processed_at,topic,partition,offset}"},
   };

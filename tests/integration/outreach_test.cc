@@ -236,6 +236,36 @@ TEST_F(OutreachTest, FollowupsScheduledAfterAPaymentOrTakenByAnExecutorAreLeftAl
             "m1:followup:1:sending,nudge:cancelled,onboarding:reminder:scheduled");
 }
 
+TEST_F(OutreachTest, SyncRequestsBecomeOneJobPerEntityCarryingTheNewestRequest) {
+  auto req = [&](const std::string& time, const std::string& type, const std::string& id,
+                 const std::string& op) {
+    return ev("crm.sync.requested", time,
+              R"({"entity_type":")" + type + R"(","entity_id":")" + id + R"(","operation":")" + op + "\"}");
+  };
+  const std::string jobs =
+      "SELECT string_agg(concat_ws('|', entity_type, entity_id, operation, status), ',' ORDER BY id)"
+      " FROM sync_queue";
+  // Ten requests before the sync: one job. The newest arrived first; the
+  // older ones change nothing.
+  std::vector<HistoryEvent> burst;
+  burst.push_back(req(t(10), "company", "co1", "upsert"));
+  for (int i = 0; i < 9; ++i) burst.push_back(req(t(i), "company", "co1", i % 2 ? "delete" : "upsert"));
+  burst.push_back(req(t(3), "deal", "co1", "delete"));  // same id, another type
+  apply(burst);
+  EXPECT_EQ(q(jobs), "company|co1|upsert|pending,deal|co1|delete|pending");
+  EXPECT_EQ(q("SELECT requested_at = '" + t(10) + "' FROM sync_queue WHERE entity_type = 'company'"), "t");
+
+  // A worker took the job: a newer request makes a new pending job, an
+  // older one (an upsert that would undo a newer delete) adds nothing.
+  q("UPDATE sync_queue SET status = 'in_progress' WHERE entity_type = 'company' RETURNING 1");
+  apply({req(t(11), "company", "co1", "delete"), req(t(9, 30), "company", "co1", "upsert")});
+  EXPECT_EQ(q(jobs), "company|co1|upsert|in_progress,deal|co1|delete|pending,company|co1|delete|pending");
+  q("UPDATE sync_queue SET status = 'completed' WHERE status = 'in_progress' RETURNING 1");
+  apply({req(t(10, 30), "company", "co1", "upsert")});
+  EXPECT_EQ(n("SELECT count(*) FROM sync_queue WHERE entity_type = 'company'"), 2);
+  EXPECT_EQ(q("SELECT operation FROM sync_queue WHERE entity_type = 'company' AND status = 'pending'"), "delete");
+}
+
 TEST_F(OutreachTest, TurningNotificationsOnDoesNotReplayHistory) {
   options_ = db::projection_options(Config{});
   apply({ev("crm.email.replied", t(1), R"({"email_id":"m1","prospect_id":"p1"})")});

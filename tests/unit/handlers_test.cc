@@ -117,6 +117,9 @@ const std::vector<Contract>& contracts() {
                  {{"followup_id", "f-1"}, {"prospect_id", "p-1"}, {"kind", "email"},
                   {"due_at", "2026-03-05T09:00:00Z"}},
                  {{"template", "d-123"}}});
+    c.push_back({"crm.sync.requested", EntityType::kNone, std::nullopt, std::nullopt,
+                 {{"entity_type", "company"}, {"entity_id", "c-1"}, {"operation", "upsert"}},
+                 {}});
     c.push_back({"crm.followup.cancelled", EntityType::kFollowup, "f-1", std::nullopt,
                  {{"followup_id", "f-1"}},
                  {{"prospect_id", "p-1"}, {"reason", "booked a call"}}});
