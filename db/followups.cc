@@ -151,11 +151,14 @@ SELECT (extract(epoch FROM LEAST(
         - clock_timestamp()) * 1000)::bigint
 )SQL";
 
+// The columns of kClaim's RETURNING, so one reader serves both.
 constexpr const char* kFindInDoubt = R"SQL(
-SELECT id, kind, prospect_id, template, email_id, sequence_step,
-  (extract(epoch FROM due_at) * 1000000)::bigint,
-  (extract(epoch FROM COALESCE(claimed_at, now())) * 1000000)::bigint, attempts
-FROM followups WHERE id = $1 AND status = 'failed'
+SELECT f.id, f.status, f.kind, f.prospect_id, p.email, p.name, p.company, f.template,
+  f.email_id, f.call_id, f.deal_id, f.sequence_step,
+  (extract(epoch FROM f.due_at) * 1000000)::bigint,
+  (extract(epoch FROM COALESCE(f.claimed_at, now())) * 1000000)::bigint, f.attempts
+FROM followups f LEFT JOIN prospects p ON p.id = f.prospect_id
+WHERE f.id = $1 AND f.status = 'failed'
 )SQL";
 
 constexpr const char* kResolve = R"SQL(
@@ -167,9 +170,7 @@ UPDATE followups SET
                     ELSE 'resolved by an operator: not sent' END,
   updated_at = now()
 WHERE id = $1 AND status = 'failed'
-RETURNING id, kind, prospect_id, template, email_id, sequence_step,
-  (extract(epoch FROM due_at) * 1000000)::bigint,
-  (extract(epoch FROM COALESCE(claimed_at, now())) * 1000000)::bigint, attempts
+RETURNING prospect_id
 )SQL";
 
 std::string to_json(const std::vector<std::string>& values) {
@@ -189,6 +190,26 @@ template <typename T>
 std::optional<T> optional(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
   return f.as<T>();
+}
+
+// One row in kClaim's RETURNING layout.
+ClaimedFollowup followup_row(const pqxx::row& r) {
+  ClaimedFollowup f;
+  f.id = r[0].as<std::string>();
+  f.kind = r[2].as<std::string>();
+  f.prospect_id = r[3].is_null() ? std::string() : r[3].as<std::string>();
+  f.email = optional<std::string>(r[4]);
+  f.name = optional<std::string>(r[5]);
+  f.company = optional<std::string>(r[6]);
+  f.template_id = optional<std::string>(r[7]);
+  f.email_id = optional<std::string>(r[8]);
+  f.call_id = optional<std::string>(r[9]);
+  f.deal_id = optional<std::string>(r[10]);
+  f.sequence_step = optional<int>(r[11]);
+  f.due_at = as_timestamp(r[12]);
+  f.claimed_at = as_timestamp(r[13]);
+  f.attempts = r[14].as<int>();
+  return f;
 }
 
 }  // namespace
@@ -212,22 +233,7 @@ ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& o) {
       ++out.deferred;
       continue;
     }
-    ClaimedFollowup f;
-    f.id = r[0].as<std::string>();
-    f.kind = r[2].as<std::string>();
-    f.prospect_id = r[3].is_null() ? std::string() : r[3].as<std::string>();
-    f.email = optional<std::string>(r[4]);
-    f.name = optional<std::string>(r[5]);
-    f.company = optional<std::string>(r[6]);
-    f.template_id = optional<std::string>(r[7]);
-    f.email_id = optional<std::string>(r[8]);
-    f.call_id = optional<std::string>(r[9]);
-    f.deal_id = optional<std::string>(r[10]);
-    f.sequence_step = optional<int>(r[11]);
-    f.due_at = as_timestamp(r[12]);
-    f.claimed_at = as_timestamp(r[13]);
-    f.attempts = r[14].as<int>();
-    out.fired.push_back(std::move(f));
+    out.fired.push_back(followup_row(r));
   }
   return out;
 }
@@ -300,38 +306,17 @@ std::optional<Millis> next_due_in(pqxx::transaction_base& tx, const std::vector<
   return Millis{r[0][0].as<long long>()};
 }
 
-namespace {
-
-// A row of kFindInDoubt / kResolve.
-ClaimedFollowup in_doubt_row(const pqxx::row& r) {
-  ClaimedFollowup f;
-  f.id = r[0].as<std::string>();
-  f.kind = r[1].as<std::string>();
-  f.prospect_id = r[2].is_null() ? std::string() : r[2].as<std::string>();
-  f.template_id = optional<std::string>(r[3]);
-  f.email_id = optional<std::string>(r[4]);
-  f.sequence_step = optional<int>(r[5]);
-  f.due_at = as_timestamp(r[6]);
-  f.claimed_at = as_timestamp(r[7]);
-  f.attempts = r[8].as<int>();
-  return f;
-}
-
-}  // namespace
-
 std::optional<ClaimedFollowup> find_in_doubt(pqxx::transaction_base& tx, const std::string& id) {
   const pqxx::result r = tx.exec_params(kFindInDoubt, id);
   if (r.empty()) return std::nullopt;
-  return in_doubt_row(r[0]);
+  return followup_row(r[0]);
 }
 
-std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,
-                                                bool was_sent) {
+bool resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id, bool was_sent) {
   const pqxx::result r = tx.exec_params(kResolve, id, was_sent);
-  if (r.empty()) return std::nullopt;
-  ClaimedFollowup f = in_doubt_row(r[0]);
-  refresh_next_follow_up(tx, {f.prospect_id});
-  return f;
+  if (r.empty()) return false;
+  if (!r[0][0].is_null()) refresh_next_follow_up(tx, {r[0][0].as<std::string>()});
+  return true;
 }
 
 }  // namespace crm::db

@@ -127,8 +127,7 @@ std::optional<ClaimedFollowup> find_in_doubt(pqxx::transaction_base& tx, const s
 
 // An operator's verdict on a `failed` (in doubt) follow-up email: it went
 // out (sent, at its claim time) or it did not (scheduled again, due now).
-// Returns the row as it was claimed, or nullopt if it is not in doubt.
-std::optional<ClaimedFollowup> resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id,
-                                                bool was_sent);
+// False if it is not in doubt.
+bool resolve_in_doubt(pqxx::transaction_base& tx, const std::string& id, bool was_sent);
 
 }  // namespace crm::db
