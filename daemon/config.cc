@@ -268,6 +268,10 @@ class FileReader {
         {"id_property", string_field(c.hubspot.id_property)},
         {"requests_per_10s", int_field(c.hubspot.requests_per_10s, 1, 10000)},
         {"token", secret_in_file(kHubspotToken)},
+        {"timeout", duration_field(c.hubspot.timeout, Millis{100}, Millis{300000})},
+        {"batch_size", int_field(c.hubspot.batch_size, 1, 100)},
+        {"deal_pipeline", string_field(c.hubspot.deal_pipeline)},
+        {"deal_stages", string_map_field(c.hubspot.deal_stages)},
     };
     const std::vector<Field> sendgrid = {
         {"base_url", string_field(c.sendgrid.base_url)},
@@ -502,6 +506,35 @@ class FileReader {
     };
   }
 
+  // A table of non-empty strings, replacing the default map as a whole.
+  Reader string_map_field(std::map<std::string, std::string>& out) {
+    return [this, &out](const toml::node& node, const std::string& key) {
+      const toml::table* table = node.as_table();
+      if (!table) {
+        type_error(node, key, "a table");
+        return;
+      }
+      std::map<std::string, std::string> values;
+      bool ok = true;
+      for (const auto& [name, value] : *table) {
+        const std::string entry_key = join_key(key, name.str());
+        const auto* s = value.as_string();
+        if (!s) {
+          type_error(value, entry_key, "a string");
+          ok = false;
+        } else if (s->get().empty()) {
+          error(value.source(), entry_key, "must not be empty");
+          ok = false;
+        } else {
+          values[std::string(name.str())] = s->get();
+        }
+      }
+      if (!ok) return;
+      out = std::move(values);
+      record(key, node);
+    };
+  }
+
   Reader properties_field(std::map<std::string, std::string>& out) {
     return [this, &out](const toml::node& node, const std::string& key) {
       const toml::table* table = node.as_table();
@@ -719,6 +752,18 @@ class Validator {
                                    quote(c.hubspot.base_url));
     }
     if (c.hubspot.id_property.empty()) fail("hubspot.id_property", "must not be empty");
+    if (c.hubspot.deal_pipeline.empty()) fail("hubspot.deal_pipeline", "must not be empty");
+    {
+      // Changes from HubSpot are mapped back: each HubSpot stage may stand
+      // for one of our stages only.
+      std::map<std::string, std::string> back;
+      for (const auto& [local, remote] : c.hubspot.deal_stages) {
+        if (auto [it, fresh] = back.emplace(remote, local); !fresh) {
+          fail("hubspot.deal_stages", "stages " + quote(it->second) + " and " + quote(local) +
+                                          " both map to " + quote(remote));
+        }
+      }
+    }
     if (!is_http_url(c.sendgrid.base_url)) {
       fail("sendgrid.base_url", "must start with https:// (or http:// for a local fake), got " +
                                     quote(c.sendgrid.base_url));
@@ -1004,6 +1049,12 @@ std::string render_effective(const Config& c) {
   put(out, "id_property", quote(c.hubspot.id_property));
   put(out, "requests_per_10s", std::to_string(c.hubspot.requests_per_10s));
   put_secret(out, "token", c.hubspot.token, kHubspotToken);
+  put(out, "timeout", quote(format_duration(c.hubspot.timeout)));
+  put(out, "batch_size", std::to_string(c.hubspot.batch_size));
+  put(out, "deal_pipeline", quote(c.hubspot.deal_pipeline));
+
+  out << "\n[hubspot.deal_stages]\n";
+  for (const auto& [local, remote] : c.hubspot.deal_stages) put(out, key_segment(local), quote(remote));
 
   out << "\n[sendgrid]\n";
   put(out, "base_url", quote(c.sendgrid.base_url));

@@ -83,6 +83,16 @@ struct HubspotConfig {
   std::string id_property = "crm_id";
   int requests_per_10s = 100;
   Secret token;  // CRM_WORKER_HUBSPOT_TOKEN / credential hubspot_token
+  Millis timeout{10000};  // one API request, connection included
+  // Inputs per batch request (HubSpot's cap is 100).
+  int batch_size = 100;
+  // The pipeline of pushed deals (HubSpot's internal id).
+  std::string deal_pipeline = "default";
+  // Our deal stage -> HubSpot's internal stage id. Stages not listed are
+  // sent as they are (custom stages: their numeric ids); changes coming back
+  // from HubSpot are mapped the other way.
+  std::map<std::string, std::string> deal_stages{{"closed_won", "closedwon"},
+                                                 {"closed_lost", "closedlost"}};
   bool operator==(const HubspotConfig&) const = default;
 };
 

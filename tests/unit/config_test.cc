@@ -109,6 +109,11 @@ TEST_F(ConfigTest, DefaultsNeedNoFile) {
   EXPECT_EQ(c.sendgrid.base_url, "https://api.sendgrid.com");
   EXPECT_FALSE(c.slack.webhook_url.is_set());
   EXPECT_FALSE(c.hubspot.token.is_set());
+  EXPECT_EQ(c.hubspot.timeout, Millis{10000});
+  EXPECT_EQ(c.hubspot.batch_size, 100);
+  EXPECT_EQ(c.hubspot.deal_pipeline, "default");
+  EXPECT_EQ(c.hubspot.deal_stages.at("closed_won"), "closedwon");
+  EXPECT_EQ(c.hubspot.deal_stages.at("closed_lost"), "closedlost");
   EXPECT_FALSE(c.sendgrid.api_key.is_set());
   EXPECT_FALSE(c.database.password.is_set());
   EXPECT_EQ(c.http.listen, "127.0.0.1:9464");
@@ -155,6 +160,13 @@ connect_timeout = "3s"
 base_url = "http://127.0.0.1:8080"
 id_property = "my_id"
 requests_per_10s = 50
+timeout = "3s"
+batch_size = 25
+deal_pipeline = "12345"
+
+[hubspot.deal_stages]
+proposal = "presentationscheduled"
+closed_won = "closedwon"
 
 [sendgrid]
 base_url = "http://127.0.0.1:8081"
@@ -207,6 +219,13 @@ max_batch_elements = 7
   EXPECT_EQ(c.hubspot.base_url, "http://127.0.0.1:8080");
   EXPECT_EQ(c.hubspot.id_property, "my_id");
   EXPECT_EQ(c.hubspot.requests_per_10s, 50);
+  EXPECT_EQ(c.hubspot.timeout, Millis{3000});
+  EXPECT_EQ(c.hubspot.batch_size, 25);
+  EXPECT_EQ(c.hubspot.deal_pipeline, "12345");
+  // The table replaces the default map: closed_lost is no longer mapped.
+  EXPECT_EQ(c.hubspot.deal_stages, (std::map<std::string, std::string>{
+                                       {"proposal", "presentationscheduled"},
+                                       {"closed_won", "closedwon"}}));
   EXPECT_EQ(c.sendgrid.base_url, "http://127.0.0.1:8081");
   EXPECT_EQ(c.http.listen, "[::1]:0");
   EXPECT_EQ(c.log.level, "debug");
@@ -820,6 +839,28 @@ TEST_F(ConfigTest, ShippedExampleUncommentedShowsEveryDefault) {
   for (const std::string& line : setting_lines(render_effective(Config{}))) {
     EXPECT_TRUE(documented.count(line)) << "not in the example: " << line;
   }
+}
+
+TEST_F(ConfigTest, HubspotStagesMapBothWaysAndBatchesAreCapped) {
+  const ConfigLoadResult r = load_text(
+      "[hubspot]\n"
+      "batch_size = 101\n"
+      "deal_pipeline = \"\"\n"
+      "[hubspot.deal_stages]\n"
+      "closed_won = \"closedwon\"\n"
+      "won = \"closedwon\"\n"
+      "lost = 3\n");
+  EXPECT_EQ(error_for(r, "hubspot.batch_size").message, "must be between 1 and 100, got 101");
+  EXPECT_EQ(error_for(r, "hubspot.deal_stages.lost").message, "expected a string, got integer");
+  const ConfigLoadResult mapped = load_text(
+      "[hubspot]\n"
+      "deal_pipeline = \"\"\n"
+      "[hubspot.deal_stages]\n"
+      "closed_won = \"closedwon\"\n"
+      "won = \"closedwon\"\n");
+  EXPECT_EQ(error_for(mapped, "hubspot.deal_pipeline").message, "must not be empty");
+  EXPECT_EQ(error_for(mapped, "hubspot.deal_stages").message,
+            "stages \"closed_won\" and \"won\" both map to \"closedwon\"");
 }
 
 }  // namespace
