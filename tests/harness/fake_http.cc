@@ -222,6 +222,15 @@ void FakeHttpServer::set_default(const std::string& path, Answer answer) {
   defaults_[path] = std::move(answer);
 }
 
+void FakeHttpServer::set_handler(const std::string& path_prefix, Handler h) {
+  std::lock_guard lock(mutex_);
+  if (h) {
+    handlers_[path_prefix] = std::move(h);
+  } else {
+    handlers_.erase(path_prefix);
+  }
+}
+
 std::vector<Received> FakeHttpServer::requests(const std::string& path) const {
   std::lock_guard lock(mutex_);
   std::vector<Received> out;
@@ -243,20 +252,42 @@ bool FakeHttpServer::wait_for_requests(const std::string& path, std::size_t n,
   return changed_.wait_for(lock, timeout, [&] { return count_locked(path) >= n; });
 }
 
-Answer FakeHttpServer::next_answer(const std::string& path) {
-  std::lock_guard lock(mutex_);
-  auto script = scripts_.find(path);
-  if (script != scripts_.end() && !script->second.empty()) {
-    Answer a = std::move(script->second.front());
-    script->second.pop_front();
-    return a;
+Answer FakeHttpServer::next_answer(const Received& request) {
+  Handler handler;
+  {
+    std::lock_guard lock(mutex_);
+    auto script = scripts_.find(request.path);
+    if (script != scripts_.end() && !script->second.empty()) {
+      Answer a = std::move(script->second.front());
+      script->second.pop_front();
+      return a;
+    }
+    std::size_t longest = 0;
+    for (const auto& [prefix, h] : handlers_) {
+      if (request.path.starts_with(prefix) && (!handler || prefix.size() > longest)) {
+        handler = h;
+        longest = prefix.size();
+      }
+    }
+    if (!handler) {
+      auto fallback = defaults_.find(request.path);
+      if (fallback != defaults_.end()) return fallback->second;
+      Answer not_found;
+      not_found.status = 404;
+      not_found.body = "no such path on the fake server";
+      return not_found;
+    }
   }
-  auto fallback = defaults_.find(path);
-  if (fallback != defaults_.end()) return fallback->second;
-  Answer not_found;
-  not_found.status = 404;
-  not_found.body = "no such path on the fake server";
-  return not_found;
+  // Called unlocked (a copy of the handler): a stateful fake takes its own
+  // lock, and may read the ledger or script through this server.
+  try {
+    return handler(request);
+  } catch (const std::exception& e) {
+    Answer broken;
+    broken.status = 500;
+    broken.body = std::string("fake handler threw: ") + e.what();
+    return broken;
+  }
 }
 
 bool FakeHttpServer::wait_or_stop(std::optional<std::chrono::milliseconds> d) {
@@ -368,18 +399,19 @@ void FakeHttpServer::serve(int fd) {
     // --- the ledger, then the answer ------------------------------------------
     Received received;
     received.method = head.method;
-    received.path = head.target.substr(0, head.target.find('?'));
+    const auto question = head.target.find('?');
+    received.path = head.target.substr(0, question);
+    if (question != std::string::npos) received.query = head.target.substr(question + 1);
     received.headers = head.headers;
     received.body = std::move(body);
     received.at = std::chrono::system_clock::now();
-    const std::string path = received.path;
     {
       std::lock_guard lock(mutex_);
-      ledger_.push_back(std::move(received));
+      ledger_.push_back(received);  // a copy: a handler gets the request too
     }
     changed_.notify_all();
 
-    const Answer answer = next_answer(path);
+    const Answer answer = next_answer(received);
     if (answer.delay.count() > 0 && !wait_or_stop(answer.delay)) return close_connection(fd);
     switch (answer.kind) {
       case Answer::Kind::kCloseWithoutAnswer:

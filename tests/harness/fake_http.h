@@ -1,8 +1,9 @@
 #pragma once
 // A fake HTTP/1.1 server standing in for SendGrid, Slack and HubSpot in
 // integration tests (TESTPLAN.md "Fake APIs"): a scripted queue of answers per
-// path (status, headers, delay, close without answer, hang, garbage) and a
-// ledger of every request received.
+// path (status, headers, delay, close without answer, hang, garbage), handlers
+// that compute answers for stateful fakes (FakeHubspot), and a ledger of every
+// request received.
 //
 // Raw POSIX sockets rather than an HTTP library, because the failures under
 // test (closing mid-exchange, never answering, answering non-HTTP) are exactly
@@ -17,6 +18,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -46,6 +48,7 @@ struct Answer {
 struct Received {
   std::string method;
   std::string path;                            // without the query string
+  std::string query;                           // after '?', without it; "" if none
   std::map<std::string, std::string> headers;  // names lower-cased; last value kept
   std::string body;
   std::chrono::system_clock::time_point at;  // when the body was fully read
@@ -53,6 +56,13 @@ struct Received {
 
 class FakeHttpServer {
  public:
+  // Computes the answer to one request. Runs on that connection's thread,
+  // without the server's lock held, so it may block or call back into the
+  // server (requests(), script()); it must be thread-safe itself, as
+  // connections are served in parallel. Should not throw: an exception is
+  // answered 500 with its what() in the body, so the test sees it.
+  using Handler = std::function<Answer(const Received&)>;
+
   FakeHttpServer();   // listening when it returns
   ~FakeHttpServer();  // stops, releases hanging handlers, joins every thread
   FakeHttpServer(const FakeHttpServer&) = delete;
@@ -61,10 +71,22 @@ class FakeHttpServer {
   int port() const { return port_; }
   std::string base_url() const;  // "http://127.0.0.1:<port>"
 
-  // Answers for `path`, consumed one per request in order; then the default.
+  // How a request is answered, first match wins:
+  //   1. the next scripted answer for its path (script()), consumed;
+  //   2. the handler with the longest prefix of its path (set_handler());
+  //   3. the path's default (set_default());
+  //   4. 404.
+  // So a test can put a 429, a 5xx, a hang or garbage in front of a stateful
+  // handler, and the handler takes over once the script is used up.
+
+  // Answers for `path`, consumed one per request in order.
   void script(const std::string& path, std::vector<Answer> answers);
-  // The answer when the path's script is empty (initially 404 for every path).
+  // The answer when nothing else matched (initially 404 for every path).
   void set_default(const std::string& path, Answer answer);
+  // Handles every path starting with `path_prefix` ("" or "/" = all) that has
+  // no scripted answer left. Replaces a handler set for the same prefix; an
+  // empty `h` removes it.
+  void set_handler(const std::string& path_prefix, Handler h);
 
   // The ledger, in arrival order: every request of `path` ("" = all paths).
   // A request is recorded once its body is read, before it is answered, so
@@ -76,7 +98,7 @@ class FakeHttpServer {
  private:
   void accept_loop();
   void serve(int fd);
-  Answer next_answer(const std::string& path);
+  Answer next_answer(const Received& request);
   std::size_t count_locked(const std::string& path) const;
   // Sleeps up to `d`; false if the server is stopping.
   bool wait_or_stop(std::optional<std::chrono::milliseconds> d);
@@ -91,6 +113,7 @@ class FakeHttpServer {
   bool stopping_ = false;
   std::map<std::string, std::deque<Answer>> scripts_;
   std::map<std::string, Answer> defaults_;
+  std::map<std::string, Handler> handlers_;  // by path prefix
   std::vector<Received> ledger_;
   std::set<int> open_fds_;  // so that stop can shut down connections blocked in recv
   std::vector<std::thread> connection_threads_;
