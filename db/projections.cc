@@ -1,6 +1,8 @@
 #include "db/projections.h"
 
 #include <set>
+#include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include <boost/json.hpp>
@@ -225,30 +227,98 @@ ON CONFLICT (id) DO UPDATE SET
   next_steps = EXCLUDED.next_steps, outcome = EXCLUDED.outcome, updated_at = now()
 )SQL";
 
-// deals: the newest stage by event time wins, also against a stage written
-// by another path (HubSpot) with a newer stage_changed_at. The web app's
-// columns (name, company, close date) are left alone.
+// deals: stage, amount and close date, each the value of the newest change
+// of that field from any source (ties by event id), recomputed from the set:
+//   * crm.deal.stage_changed events of the deal (stage; amount when stated),
+//     by their time;
+//   * hubspot.object.changed of the deal's HubSpot object (found by
+//     hubspot_deal_id) for dealstage, amount and closedate, by occurred_at,
+//     only when newer than the row's updated_at: the web app's last write
+//     wins over older HubSpot changes (SPEC.md §6). dealstage is mapped back
+//     through $2 (HubSpot's id -> ours; unmapped ids kept as HubSpot's); a
+//     cleared dealstage is no stage and is ignored, a cleared amount or
+//     close date clears the column.
+// A field no change reaches keeps its value (the web app's) and its
+// <field>_changed_at becomes NULL. The web app's other columns (name,
+// company) are left alone, and so is updated_at (migration 0006: it is the
+// web app's time, the rule compares with it). Rows are written only for
+// deals that exist or have events of their own: a HubSpot change never
+// creates a deal.
 constexpr const char* kProjectDeals = R"SQL(
 WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
 ev AS (
   SELECT o.entity_id AS id, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred
   FROM outreach_activities o JOIN ids ON o.entity_type = 'deal' AND o.entity_id = ids.id
+  WHERE o.type = 'crm.deal.stage_changed'
+), hs AS (
+  SELECT dl.id, (o.details->>'occurred_at')::timestamptz AS t, o.event_id,
+         o.details->>'property' AS property, NULLIF(o.details->>'value', '') AS v
+  FROM deals dl JOIN ids ON dl.id = ids.id
+  JOIN outreach_activities o
+    ON o.entity_type = 'hubspot' AND o.entity_id = 'deal:' || dl.hubspot_deal_id
+  WHERE o.type = 'hubspot.object.changed'
+    AND o.details->>'property' IN ('dealstage', 'amount', 'closedate')
+    AND (o.details->>'occurred_at')::timestamptz > dl.updated_at
+), c AS (
+  SELECT id, 'stage' AS field, t, event_id, d->>'stage' AS v FROM ev
+  UNION ALL
+  SELECT id, 'amount', t, event_id, d->>'amount' FROM ev WHERE d ? 'amount'
+  UNION ALL
+  SELECT id, CASE property WHEN 'dealstage' THEN 'stage' WHEN 'amount' THEN 'amount'
+                           ELSE 'close_date' END,
+    t, event_id, CASE WHEN property = 'dealstage' THEN COALESCE($2::jsonb->>v, v) ELSE v END
+  FROM hs WHERE property <> 'dealstage' OR v IS NOT NULL
+), w AS (
+  SELECT DISTINCT ON (id, field) id, field, t, v FROM c ORDER BY id, field, t DESC, event_id DESC
 ), a AS (
-  SELECT id,
-    (array_agg(prospect_id ORDER BY t, event_id)
-       FILTER (WHERE prospect_id IS NOT NULL AND NOT prospect_inferred))[1] AS prospect_id,
-    (array_agg(d->>'stage' ORDER BY t DESC, event_id DESC))[1] AS stage,
-    (array_agg((d->>'amount')::numeric ORDER BY t DESC, event_id DESC) FILTER (WHERE d ? 'amount'))[1] AS amount,
-    max(t) AS stage_changed_at
-  FROM ev GROUP BY id)
-INSERT INTO deals AS dl (id, prospect_id, stage, amount, stage_changed_at)
-SELECT id, prospect_id, stage, amount, stage_changed_at FROM a
+  SELECT ids.id,
+    (SELECT (array_agg(ev.prospect_id ORDER BY ev.t, ev.event_id)
+               FILTER (WHERE ev.prospect_id IS NOT NULL AND NOT ev.prospect_inferred))[1]
+     FROM ev WHERE ev.id = ids.id) AS prospect_id,
+    s.v AS stage, s.t AS stage_t, am.v::numeric AS amount, am.t AS amount_t,
+    cd.v::date AS close_date, cd.t AS close_date_t
+  FROM ids
+  LEFT JOIN w s ON s.id = ids.id AND s.field = 'stage'
+  LEFT JOIN w am ON am.id = ids.id AND am.field = 'amount'
+  LEFT JOIN w cd ON cd.id = ids.id AND cd.field = 'close_date'
+  WHERE EXISTS (SELECT 1 FROM ev WHERE ev.id = ids.id)
+     OR EXISTS (SELECT 1 FROM deals WHERE deals.id = ids.id))
+INSERT INTO deals AS dl (id, prospect_id, stage, stage_changed_at, amount, amount_changed_at,
+  close_date, close_date_changed_at)
+SELECT id, prospect_id, stage, stage_t, amount, amount_t, close_date, close_date_t FROM a
 ON CONFLICT (id) DO UPDATE SET
-  prospect_id = COALESCE(EXCLUDED.prospect_id, dl.prospect_id), stage = EXCLUDED.stage,
-  amount = COALESCE(EXCLUDED.amount, dl.amount), stage_changed_at = EXCLUDED.stage_changed_at,
-  updated_at = now()
-WHERE dl.stage_changed_at IS NULL OR dl.stage_changed_at <= EXCLUDED.stage_changed_at
+  prospect_id = COALESCE(EXCLUDED.prospect_id, dl.prospect_id),
+  stage = CASE WHEN EXCLUDED.stage_changed_at IS NULL THEN dl.stage ELSE EXCLUDED.stage END,
+  stage_changed_at = EXCLUDED.stage_changed_at,
+  amount = CASE WHEN EXCLUDED.amount_changed_at IS NULL THEN dl.amount ELSE EXCLUDED.amount END,
+  amount_changed_at = EXCLUDED.amount_changed_at,
+  close_date = CASE WHEN EXCLUDED.close_date_changed_at IS NULL THEN dl.close_date
+                    ELSE EXCLUDED.close_date END,
+  close_date_changed_at = EXCLUDED.close_date_changed_at
+)SQL";
+
+// The local deals that HubSpot deal ids ($1) name, with their prospects.
+constexpr const char* kDealsOfHubspotIds = R"SQL(
+SELECT id, prospect_id FROM deals
+WHERE hubspot_deal_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+)SQL";
+
+// The HubSpot ids and prospects of local deals ($1).
+constexpr const char* kDealsByIds = R"SQL(
+SELECT hubspot_deal_id, prospect_id FROM deals
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
+)SQL";
+
+// A prospect's deal_value follows its deals' amounts (the same sum as
+// kProjectProspects), for prospects ($1) whose deals a HubSpot change may
+// have moved without any event of theirs. Only existing prospects: a deal
+// the web app wrote does not make its prospect exist.
+constexpr const char* kRefreshDealValues = R"SQL(
+UPDATE prospects p SET deal_value = v.total, updated_at = now()
+FROM (SELECT s.pid, (SELECT sum(d.amount) FROM deals d WHERE d.prospect_id = s.pid) AS total
+      FROM (SELECT DISTINCT x AS pid FROM jsonb_array_elements_text($1::jsonb) x) s) v
+WHERE p.id = v.pid AND p.deal_value IS DISTINCT FROM v.total
 )SQL";
 
 // customers and subscriptions, keyed by prospect. One subscription per
@@ -645,6 +715,8 @@ void lock_keys(pqxx::transaction_base& tx, const std::set<std::string>& keys) {
 
 struct Touched {
   std::set<std::string> emails, sms, calls, deals, customers, followups, prospects;
+  // HubSpot objects, "<object_type>:<HubSpot id>".
+  std::set<std::string> hubspot;
   std::set<std::string>* of(EntityType type) {
     switch (type) {
       case EntityType::kEmail: return &emails;
@@ -653,6 +725,7 @@ struct Touched {
       case EntityType::kDeal: return &deals;
       case EntityType::kCustomer: return &customers;
       case EntityType::kFollowup: return &followups;
+      case EntityType::kHubspot: return &hubspot;
       case EntityType::kNone: return nullptr;
     }
     return nullptr;
@@ -670,6 +743,14 @@ std::string weights_json(const LeadScoreWeights& w) {
   return json::serialize(o);
 }
 
+std::string stages_json(const std::map<std::string, std::string>& stages) {
+  json::object o;
+  for (const auto& [hubspot, ours] : stages) o[hubspot] = ours;
+  return json::serialize(o);
+}
+
+constexpr std::string_view kHubspotDealPrefix = "deal:";
+
 }  // namespace
 
 ProjectionOptions projection_options(const Config& config) {
@@ -680,6 +761,9 @@ ProjectionOptions projection_options(const Config& config) {
   o.weights = config.lead_score.weights;
   o.score_threshold = config.lead_score.threshold;
   o.notify = config.slack.webhook_url.is_set();
+  // check-config refuses a map where two of our stages share a HubSpot id,
+  // so the reverse is a function.
+  for (const auto& [ours, hubspot] : config.hubspot.deal_stages) o.hubspot_deal_stages[hubspot] = ours;
   return o;
 }
 
@@ -739,6 +823,29 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   }
   lock_keys(tx, keys);
 
+  // HubSpot changes of deals: the local rows with that HubSpot id (none yet:
+  // the change waits on the timeline for reproject_hubspot_changes). The
+  // object's lock, taken above, is the one the write-back takes too, so a
+  // change and the write-back of its id cannot miss each other.
+  std::set<std::string> valued;  // prospects whose deal_value may move
+  {
+    std::set<std::string> hubspot_ids, more;
+    for (const std::string& object : touched.hubspot) {
+      if (object.starts_with(kHubspotDealPrefix)) hubspot_ids.insert(object.substr(kHubspotDealPrefix.size()));
+    }
+    if (!hubspot_ids.empty()) {
+      for (const auto& row : tx.exec_params(kDealsOfHubspotIds, to_json(hubspot_ids))) {
+        std::string id = row[0].as<std::string>();
+        if (touched.deals.insert(id).second) more.insert("deal:" + id);
+        if (!row[1].is_null()) {
+          valued.insert(row[1].as<std::string>());
+          more.insert("prospect:" + row[1].as<std::string>());
+        }
+      }
+    }
+    lock_keys(tx, more);
+  }
+
   // Link SendGrid orphans, then give prospect-less events their prospect.
   if (!message_ids.empty()) {
     std::set<std::string> more;
@@ -771,7 +878,10 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   if (!touched.emails.empty()) tx.exec_params(kProjectEmails, to_json(touched.emails));
   if (!touched.sms.empty()) tx.exec_params(kProjectSms, to_json(touched.sms));
   if (!touched.calls.empty()) tx.exec_params(kProjectCalls, to_json(touched.calls));
-  if (!touched.deals.empty()) tx.exec_params(kProjectDeals, to_json(touched.deals));
+  if (!touched.deals.empty()) {
+    tx.exec_params(kProjectDeals, to_json(touched.deals), stages_json(options.hubspot_deal_stages));
+  }
+  if (!valued.empty()) tx.exec_params(kRefreshDealValues, to_json(valued));
   if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, to_json(touched.customers));
 
   if (!touched.emails.empty() || !touched.calls.empty() || !touched.followups.empty() ||
@@ -801,6 +911,33 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     tx.exec_params(kNotifyEvents, to_json(event_ids));
     if (!reinferred.empty()) tx.exec_params(kNotifyReinferred, to_json(reinferred));
   }
+}
+
+void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& entity_type,
+                               const std::vector<std::string>& local_ids,
+                               const ProjectionOptions& options) {
+  // HubSpot owns no company or contact field (SPEC.md §6): nothing to do.
+  if (entity_type == "company" || entity_type == "contact") return;
+  if (entity_type != "deal") {
+    throw std::invalid_argument("reproject_hubspot_changes: unknown entity type \"" + entity_type + "\"");
+  }
+  if (local_ids.empty()) return;
+  const std::set<std::string> ids(local_ids.begin(), local_ids.end());
+  const std::string ids_json = to_json(ids);
+  // The same keys a batch takes for these rows, in one round: the caller
+  // has just written the HubSpot ids, so they are read here, not passed.
+  std::set<std::string> keys, prospects;
+  for (const std::string& id : ids) keys.insert("deal:" + id);
+  for (const auto& row : tx.exec_params(kDealsByIds, ids_json)) {
+    if (!row[0].is_null()) keys.insert("hubspot:deal:" + row[0].as<std::string>());
+    if (!row[1].is_null()) {
+      prospects.insert(row[1].as<std::string>());
+      keys.insert("prospect:" + row[1].as<std::string>());
+    }
+  }
+  lock_keys(tx, keys);
+  tx.exec_params(kProjectDeals, ids_json, stages_json(options.hubspot_deal_stages));
+  if (!prospects.empty()) tx.exec_params(kRefreshDealValues, to_json(prospects));
 }
 
 }  // namespace crm::db

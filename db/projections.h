@@ -17,6 +17,21 @@
 //     events (or distinct emails / calls, as SPEC.md says);
 //   * values an event states (a deal's stage, a call's completion notes, a
 //     profile field) come from the newest event that states them;
+//   * deals, against HubSpot (SPEC.md §6; migration 0006): the sales fields
+//     people set in HubSpot (dealstage -> stage through the reverse of
+//     hubspot.deal_stages, amount, closedate -> close_date) take the value
+//     of the newest change of that field from any source: a
+//     hubspot.object.changed whose occurred_at is newer than the row's
+//     updated_at (the web app's last write, which crm-worker never moves), or
+//     a crm.deal.stage_changed (stage, amount) by its time. None: the
+//     column keeps its value (the web app's) and <field>_changed_at is NULL.
+//     A HubSpot change finds its row by hubspot_deal_id; one that names an id
+//     no row has yet takes effect when the id is written back
+//     (reproject_hubspot_changes). Every other HubSpot property, and every
+//     company or contact property, is owned locally: timeline only. Applying
+//     a HubSpot change never queues a sync job (no ping-pong: only
+//     crm.sync.requested does), and moves no prospect (only the prospect's
+//     deal_value follows the deal's amount);
 //   * pipeline_stages holds each stage the prospect moved FORWARD to, in time
 //     order, with the time it happened (a row can disappear when an earlier
 //     event arrives that makes it a non-move);
@@ -59,6 +74,7 @@
 // custom arg. An asynchronous bounce without custom args names no email and
 // is a dead letter.
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -78,6 +94,9 @@ struct ProjectionOptions {
   LeadScoreWeights weights;
   int score_threshold = 0;                   // 0: no score notification
   bool notify = false;                       // queue Slack notifications
+  // HubSpot's deal stage id -> ours: the reverse of hubspot.deal_stages.
+  // A HubSpot stage not listed is stored as HubSpot names it.
+  std::map<std::string, std::string> hubspot_deal_stages;
 };
 
 // One event ready to be applied.
@@ -98,5 +117,22 @@ ProjectionOptions projection_options(const Config& config);
 // throws; the caller classifies.
 void project(pqxx::transaction_base& tx, const std::vector<FactRow>& new_rows,
              const ProjectionOptions& options);
+
+// Recomputes the HubSpot-owned fields of these local rows (entity_type
+// company, contact or deal; ids as in sync_queue.entity_id) from the HubSpot
+// changes on the timeline, and the deal_value of their prospects. The sync
+// executor calls it in the transaction that writes HubSpot ids back, after
+// writing them: a change that arrived before its object's id was known takes
+// effect then. The result is the one project() gives for the same set of
+// events. Companies and contacts own every field locally, so for them it
+// does nothing; rows that do not exist are skipped. Takes the advisory
+// locks of project() on the rows, their HubSpot objects and prospects, so a
+// concurrent batch and this call see each other's committed work; a
+// deadlock with such a batch is possible (as between two batches) and is
+// transient: retry the transaction. Throws std::invalid_argument for
+// another entity_type, and what libpqxx throws.
+void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& entity_type,
+                               const std::vector<std::string>& local_ids,
+                               const ProjectionOptions& options);
 
 }  // namespace crm::db

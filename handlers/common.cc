@@ -39,7 +39,8 @@ bool is_decimal(std::string_view s) {
 
 constexpr double kMaxAmount = 1e15;
 
-// Checks one present, non-null field and writes its normalized value.
+}  // namespace
+
 Status check_field(const FieldSpec& spec, const json::value& v, json::object& out) {
   switch (spec.kind) {
     case FieldKind::kString:
@@ -106,6 +107,8 @@ Status check_field(const FieldSpec& spec, const json::value& v, json::object& ou
   return Status::ok();
 }
 
+namespace {
+
 // A string member of event.data; an explicit null counts as absent.
 Result<std::optional<std::string>> optional_string(const Event& event, std::string_view field) {
   const json::value* v = event.data.if_contains(field);
@@ -125,6 +128,7 @@ const char* to_string(EntityType type) {
     case EntityType::kDeal: return "deal";
     case EntityType::kCustomer: return "customer";
     case EntityType::kFollowup: return "followup";
+    case EntityType::kHubspot: return "hubspot";
   }
   return nullptr;
 }
@@ -172,6 +176,9 @@ Result<Fact> Handler::extract(const Event& event) const {
       continue;
     }
     if (Status s = check_field(spec, *v, fact.details); !s) return s;
+  }
+  if (check != nullptr) {
+    if (Status s = check(event, fact); !s) return s;
   }
   return fact;
 }

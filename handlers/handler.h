@@ -27,13 +27,16 @@
 namespace crm::handlers {
 
 // What an event is about. Projections find "every event of email X" by it.
-enum class EntityType { kNone, kEmail, kSms, kCall, kDeal, kCustomer, kFollowup };
-const char* to_string(EntityType type);  // nullptr, "email", "sms", ...
+// kHubspot is an object in HubSpot, named "<object_type>:<HubSpot's id>"
+// ("deal:9071"): a HubSpot change names no local row, the projection finds
+// the row by its hubspot_*_id when it has one.
+enum class EntityType { kNone, kEmail, kSms, kCall, kDeal, kCustomer, kFollowup, kHubspot };
+const char* to_string(EntityType type);  // nullptr, "email", "sms", ..., "hubspot"
 
 struct Fact {
   EntityType entity_type = EntityType::kNone;
-  // The email / sms / call / deal / follow-up id, or the prospect id for
-  // kCustomer.
+  // The email / sms / call / deal / follow-up id, the prospect id for
+  // kCustomer, "<object_type>:<object_id>" for kHubspot.
   // Unset only for a SendGrid event known by its message id alone.
   std::optional<std::string> entity_id;
   // Unset when the event does not name its prospect (some email events):
@@ -67,6 +70,10 @@ struct FieldSpec {
   std::vector<std::string_view> one_of = {};
 };
 
+// Checks one present, non-null field against its spec and writes its
+// normalized value into `out` (under spec.name). For rules across fields.
+Status check_field(const FieldSpec& spec, const boost::json::value& value, boost::json::object& out);
+
 struct Handler {
   std::string_view type;
   EntityType entity = EntityType::kNone;
@@ -76,6 +83,10 @@ struct Handler {
   // Whether data.prospect_id is required (else optional).
   bool prospect_required = true;
   std::vector<FieldSpec> fields;
+  // Rules the field list cannot state (one field's contract depending on
+  // another's value), run on the fact once every field has passed; may
+  // refine the fact. nullptr: none.
+  Status (*check)(const Event& event, Fact& fact) = nullptr;
 
   Result<Fact> extract(const Event& event) const;
 };

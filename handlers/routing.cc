@@ -1,16 +1,18 @@
 #include "handlers/routing.h"
 
+#include "handlers/hubspot.h"
+
 namespace crm::handlers {
 namespace {
 
 using K = FieldKind;
 using E = EntityType;
 
-// The one list: SPEC.md §4's outreach, follow-up and sync types with their data contracts, plus
-// the SendGrid-only email types (processed, deferred, resubscribed), which
-// are kept on the timeline and change nothing else. Adding an event type
-// means adding its entry here and, if it has an effect, its rule in
-// db/projections.cc.
+// The one list: SPEC.md §4's outreach, follow-up and sync types (HubSpot's
+// changes included) with their data contracts, plus the SendGrid-only email
+// types (processed, deferred, resubscribed), which are kept on the timeline
+// and change nothing else. Adding an event type means adding its entry here
+// and, if it has an effect, its rule in db/projections.cc.
 const std::vector<Handler>& routes() {
   static const std::vector<Handler> kRoutes = {
       {"crm.prospect.discovered", E::kNone, "", true,
@@ -66,6 +68,18 @@ const std::vector<Handler>& routes() {
        {{"entity_type", K::kString, true, {"company", "contact", "deal"}},
         {"entity_id", K::kString, true},
         {"operation", K::kString, true, {"upsert", "delete"}}}},
+
+      // A property changed by someone in HubSpot. It names HubSpot's object,
+      // not ours, and no prospect (check_hubspot_change: the entity is
+      // "<object_type>:<object_id>"; deal amounts and close dates are checked
+      // there because their contract depends on `property`). `value` absent,
+      // null or empty: HubSpot cleared the property.
+      {"hubspot.object.changed", E::kHubspot, "object_id", false,
+       {{"object_type", K::kString, true, {"company", "contact", "deal"}},
+        {"property", K::kString, true},
+        {"value", K::kText},
+        {"occurred_at", K::kTime, true}},
+       check_hubspot_change},
   };
   return kRoutes;
 }

@@ -22,7 +22,7 @@ class Generator {
   Generator(unsigned seed, const HistoryShape& shape) : rng_(seed), shape_(shape) {}
 
   std::vector<HistoryEvent> run() {
-    for (int k = 0; k < shape_.prospects; ++k) prospect("p" + std::to_string(k));
+    for (int k = 0; k < shape_.prospects; ++k) prospect(k, "p" + std::to_string(k));
     return std::move(out_);
   }
 
@@ -35,7 +35,9 @@ class Generator {
   void cloud(const std::string& pid, const std::string& type, std::int64_t sec, json::object data,
              const std::string& entity) {
     HistoryEvent e;
-    e.topic = type.rfind("crm.followup.", 0) == 0 ? "crm.followups" : "crm.outreach.events";
+    e.topic = type.rfind("crm.followup.", 0) == 0                                    ? "crm.followups"
+              : type.rfind("crm.sync.", 0) == 0 || type.rfind("hubspot.", 0) == 0 ? "crm.sync.jobs"
+                                                                                   : "crm.outreach.events";
     e.key = pid;
     e.id = "ev-" + std::to_string(next_id_++);
     e.type = type;
@@ -78,7 +80,7 @@ class Generator {
     out_.push_back(std::move(e));
   }
 
-  void prospect(const std::string& pid) {
+  void prospect(int k, const std::string& pid) {
     const char* fields[] = {"email", "phone", "company", "source", "category", "urgency"};
     for (int n = 1 + pick(2); n > 0; --n) {
       json::object d{{"prospect_id", pid}, {"name", "Name " + std::to_string(pick(50))}};
@@ -109,6 +111,61 @@ class Generator {
     // Cancelling an automatic row by its id, naming no prospect.
     if (chance(20)) cloud(pid, "crm.followup.cancelled", at(3600, 2 * 86400),
                           {{"followup_id", pid + "-e0:followup:1"}}, pid + "-e0:followup:1");
+    for (int n = pick(shape_.max_hubspot_changes + 1); n > 0; --n) hubspot_change(k, pid);
+  }
+
+  // A change made in HubSpot: mostly to this prospect's deal (seeded with
+  // HubSpot id "hs-d<k>" for two prospects in three, see seed_web_app_rows;
+  // the web app wrote it at day 2 + k hours, and the changes fall between
+  // day 1 and day 4, so about half are older than that write), sometimes to
+  // a deal no row knows, a company or a contact (owned locally: no effect).
+  void hubspot_change(int k, const std::string& pid) {
+    std::string object_type = "deal", object_id = "hs-d" + std::to_string(k), property;
+    json::value value;
+    const int what = pick(10);
+    if (what == 7) {
+      object_id = "hs-unknown-" + std::to_string(pick(3));
+    } else if (what == 8) {
+      object_type = "company";
+      object_id = "hs-co" + std::to_string(pick(3));
+    } else if (what == 9) {
+      object_type = "contact";
+      object_id = "hs-ct" + std::to_string(k);
+    }
+    if (object_type == "deal") {
+      static const char* kProperties[] = {"dealstage", "dealstage", "amount", "amount", "closedate",
+                                          "dealname", "hs_priority"};
+      property = kProperties[pick(std::size(kProperties))];
+    } else {
+      property = object_type == "company" ? "name" : "email";
+    }
+    if (property == "dealstage") {
+      // closedwon / closedlost map back to ours; the others are kept as
+      // HubSpot names them; "" is a cleared stage (ignored).
+      static const char* kStages[] = {"closedwon", "closedlost", "appointmentscheduled",
+                                      "qualifiedtobuy", ""};
+      value = kStages[pick(std::size(kStages))];
+    } else if (property == "amount") {
+      static const char* kAmounts[] = {"1500", "2500.50", "99.99", ""};
+      if (chance(15)) {
+        value = nullptr;  // cleared, said with null
+      } else {
+        value = kAmounts[pick(std::size(kAmounts))];
+      }
+    } else if (property == "closedate") {
+      // An ISO date, a time with an offset (another UTC date) and epoch ms.
+      static const char* kDates[] = {"2026-06-30", "2026-07-15T23:30:00-05:00", "1785456000000", ""};
+      value = kDates[pick(std::size(kDates))];
+    } else {
+      value = property + "-" + std::to_string(pick(100));
+    }
+    const std::int64_t occurred = at(86400, 3 * 86400);
+    json::object d{{"object_type", object_type}, {"object_id", object_id}, {"property", property},
+                   {"occurred_at", format_rfc3339(Timestamp{(kBaseSeconds + occurred) * 1'000'000})}};
+    if (!(value.is_null() && chance(50))) d["value"] = value;  // null, or absent: both "cleared"
+    // The relay publishes a little after the change; the rule reads occurred_at.
+    cloud(pid, "hubspot.object.changed", occurred + pick(120), std::move(d), "");
+    out_.back().key = object_id;
   }
 
   // An explicit timer: scheduled (sometimes moved by a newer schedule) and
@@ -238,6 +295,27 @@ class Generator {
 
 std::vector<HistoryEvent> outreach_history(unsigned seed, const HistoryShape& shape) {
   return Generator(seed, shape).run();
+}
+
+void seed_web_app_rows(const TestDatabase& db, const HistoryShape& shape) {
+  auto conn = db.connect();
+  pqxx::work tx(*conn);
+  tx.exec0("INSERT INTO companies (id, name, hubspot_company_id, hubspot_sync_status, updated_at)"
+           " SELECT 'co' || j, 'Company ' || j, 'hs-co' || j, 'synced', to_timestamp(" +
+           std::to_string(kBaseSeconds) + ") FROM generate_series(0, 2) j");
+  for (int k = 0; k < shape.prospects; ++k) {
+    if (k % 3 == 2) continue;  // "hs-d<k>" stays unknown
+    const std::string pid = "p" + std::to_string(k);
+    tx.exec_params(
+        "INSERT INTO deals (id, company_id, prospect_id, name, stage, amount, close_date,"
+        " hubspot_deal_id, hubspot_sync_status, updated_at)"
+        " VALUES ($1, $2, $3, $4, 'qualification', $5, '2026-05-31', $6, 'synced',"
+        " to_timestamp($7::bigint))",
+        pid + "-d0", "co" + std::to_string(k % 3),
+        k % 2 == 0 ? pid.c_str() : nullptr, "Deal " + std::to_string(k),
+        500 + 10 * k, "hs-d" + std::to_string(k), kBaseSeconds + 2 * 86400 + k * 3600);
+  }
+  tx.commit();
 }
 
 std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events) {

@@ -5,7 +5,12 @@
 // opened before delivered, SendGrid events that name their email only by
 // the message id and arrive before the send, an older deal stage after a
 // newer one, Apple privacy pre-fetch opens, several events in the same
-// second (so the event-id tie-break matters).
+// second (so the event-id tie-break matters), changes made in HubSpot older
+// and newer than the web app's write, to fields HubSpot owns and to fields
+// it does not, and to objects no row knows.
+//
+// The HubSpot changes name the web app's rows seed_web_app_rows writes: a
+// database the invariant compares must be seeded before the first event.
 //
 // Used by the invariant tests and by bench/.
 
@@ -37,10 +42,20 @@ struct HistoryShape {
   int max_email_events = 7; // follow-on events per email
   int max_sms = 2;
   int max_calls = 2;
+  int max_hubspot_changes = 4;  // per prospect
 };
 
 // Distinct events, in generation order (not time order).
 std::vector<HistoryEvent> outreach_history(unsigned seed, const HistoryShape& shape = {});
+
+class TestDatabase;
+// The rows the web app wrote before the history starts, the same for every
+// seed: companies co0..co2 with HubSpot ids and, for two prospects in three,
+// the deal "p<k>-d0" with HubSpot id "hs-d<k>", written at day 2 + k hours
+// of the history, half of them naming the prospect. Every third prospect's
+// "hs-d<k>" is named by HubSpot changes and by no row. `shape` must be the
+// one the history was generated with.
+void seed_web_app_rows(const TestDatabase& db, const HistoryShape& shape = {});
 
 // Sorted by (time, id): the order the invariant compares against.
 std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events);
@@ -57,7 +72,6 @@ WorkItem work_item(const HistoryEvent& e, long long offset);
 Status apply_events(db::Database& db, const std::vector<HistoryEvent>& events, size_t batch,
                     const db::ProjectionOptions& options);
 
-class TestDatabase;
 // Every table the outreach events feed, as text, without the columns that
 // record when the worker did something rather than what happened
 // (created_at, updated_at, processed_at, the timeline's serial id) and the

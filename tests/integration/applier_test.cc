@@ -33,9 +33,10 @@ db::ProjectionOptions options() {
 }
 
 // The reference state: each distinct event once, in time order (ties by id),
-// one event per transaction.
+// one event per transaction, over the web app's rows.
 std::string reference_state(const std::vector<HistoryEvent>& events) {
   TestDatabase db;
+  seed_web_app_rows(db);
   db::Database conn(db.conninfo());
   Status s = apply_events(conn, in_time_order(events), 1, options());
   EXPECT_TRUE(s.is_ok()) << s.reason() << ": " << s.message();
@@ -67,6 +68,7 @@ TEST(Applier, AnyOrderDuplicatesAndBatchCutsGiveOneFinalState) {
     }
     size_t batch = std::vector<size_t>{1, 7, 50, 500}[round];
     TestDatabase db;
+    seed_web_app_rows(db);
     db::Database conn(db.conninfo());
     ASSERT_TRUE(apply_events(conn, shuffled, batch, options()).is_ok());
     const std::string state = outreach_tables(db);
@@ -93,6 +95,7 @@ TEST(Applier, TwoInstancesAtOnceGiveOneFinalState) {
     std::vector<HistoryEvent> halves[2];
     for (size_t i = 0; i < shuffled.size(); ++i) halves[i % 2].push_back(shuffled[i]);
     TestDatabase db;
+    seed_web_app_rows(db);
     Status results[2];
     std::thread workers[2];
     for (int w = 0; w < 2; ++w) {

@@ -384,7 +384,8 @@ TEST(OutreachPipeline, KillNineInTheMiddleStillGivesTheOneFinalState) {
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::printf("pipeline seed %u\n", seed);
-  std::vector<HistoryEvent> events = outreach_history(seed, {.prospects = 6});
+  const HistoryShape shape{.prospects = 6};
+  std::vector<HistoryEvent> events = outreach_history(seed, shape);
 
   // The executors would fire the reminders and send the outbox, which the
   // reference (the events alone) does not do: this test is about the events.
@@ -396,12 +397,14 @@ TEST(OutreachPipeline, KillNineInTheMiddleStillGivesTheOneFinalState) {
   std::string reference;
   {
     TestDatabase ref;
+    seed_web_app_rows(ref, shape);
     db::Database conn(ref.conninfo());
     ASSERT_TRUE(apply_events(conn, in_time_order(events), 1, db::projection_options(reference_config)).is_ok());
     reference = outreach_tables(ref);
   }
 
   TestDatabase db;
+  seed_web_app_rows(db, shape);
   DevBrokerProcess broker(1, 3);
   Producer producer(broker.bootstrap());
   std::mt19937 rng(seed);

@@ -25,6 +25,7 @@
 #include "daemon/consume_loop.h"
 #include "daemon/core/time.h"
 #include "handlers/handler.h"
+#include "handlers/hubspot.h"
 #include "handlers/routing.h"
 #include "queue/decode.h"
 
@@ -123,6 +124,12 @@ const std::vector<Contract>& contracts() {
     c.push_back({"crm.followup.cancelled", EntityType::kFollowup, "f-1", std::nullopt,
                  {{"followup_id", "f-1"}},
                  {{"prospect_id", "p-1"}, {"reason", "booked a call"}}});
+    // No prospect; the entity is HubSpot's object. `value` absent or null:
+    // the property was cleared.
+    c.push_back({"hubspot.object.changed", EntityType::kHubspot, "deal:9071", std::nullopt,
+                 {{"object_type", "deal"}, {"object_id", "9071"}, {"property", "dealname"},
+                  {"occurred_at", "2026-03-01T09:30:00Z"}},
+                 {{"value", "Big renewal"}}});
     return c;
   }();
   return kContracts;
@@ -164,7 +171,7 @@ json::value wrong_type_for(std::string_view field) {
 }
 
 bool is_time_field(std::string_view f) {
-  return f == "scheduled_at" || f == "completed_at" || f == "due_at";
+  return f == "scheduled_at" || f == "completed_at" || f == "due_at" || f == "occurred_at";
 }
 
 TEST(HandlerContract, EveryRoutedTypeHasAHandlerAndAContract) {
@@ -533,6 +540,117 @@ TEST(HandlerContract, NullOptionalFieldCountsAsAbsent) {
   Result<Fact> deal = extract("crm.deal.stage_changed", {{"deal_id", "d-1"}, {"stage", "won"}, {"amount", nullptr}});
   ASSERT_EQ(reason(deal), "ok");
   EXPECT_FALSE(deal->details.contains("amount"));
+}
+
+// --- hubspot.object.changed ------------------------------------------------
+
+json::object hubspot_change(const char* object_type, const char* property, json::value value) {
+  json::object d{{"object_type", object_type}, {"object_id", "9071"}, {"property", property},
+                 {"occurred_at", "2026-03-01T10:30:00+01:00"}};
+  if (!value.is_null()) d["value"] = std::move(value);
+  return d;
+}
+
+TEST(HubspotChange, NamesHubspotsObjectAndNoProspect) {
+  for (const char* type : {"company", "contact", "deal"}) {
+    json::object data = hubspot_change(type, "name", "Acme");
+    data["prospect_id"] = "p-1";  // not part of the contract: kept as data, names nothing
+    Result<Fact> fact = extract("hubspot.object.changed", data);
+    ASSERT_EQ(reason(fact), "ok") << type;
+    EXPECT_EQ(fact->entity_type, EntityType::kHubspot);
+    EXPECT_EQ(fact->entity_id, std::string(type) + ":9071");
+    EXPECT_FALSE(fact->prospect_id.has_value());
+    EXPECT_EQ(fact->details.at("prospect_id"), "p-1");
+    EXPECT_EQ(fact->details.at("occurred_at"), "2026-03-01T09:30:00.000000Z");
+  }
+  EXPECT_EQ(to_string(EntityType::kHubspot), std::string("hubspot"));
+}
+
+TEST(HubspotChange, ObjectTypeIsCompanyContactOrDeal) {
+  for (const char* type : {"line_item", "Deal", "deals", "ticket"}) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change(type, "name", "x"));
+    ASSERT_EQ(reason(fact), "bad_value") << type;
+    EXPECT_NE(fact.status().message().find("data.object_type"), std::string::npos);
+  }
+}
+
+TEST(HubspotChange, AClearedValueIsEmptyNullOrAbsent) {
+  for (const char* property : {"dealstage", "amount", "closedate", "dealname"}) {
+    SCOPED_TRACE(property);
+    Result<Fact> empty = extract("hubspot.object.changed", hubspot_change("deal", property, ""));
+    ASSERT_EQ(reason(empty), "ok");
+    EXPECT_EQ(empty->details.at("value"), "");
+    json::object data = hubspot_change("deal", property, nullptr);
+    EXPECT_EQ(reason(extract("hubspot.object.changed", data)), "ok") << "absent";
+    data["value"] = nullptr;
+    Result<Fact> null = extract("hubspot.object.changed", data);
+    ASSERT_EQ(reason(null), "ok") << "null";
+    EXPECT_FALSE(null->details.contains("value"));
+  }
+}
+
+TEST(HubspotChange, DealAmountMustBeADecimalNumber) {
+  for (const char* ok : {"1500", "1500.50", "0.99", "-20", "999999999999999.99"}) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change("deal", "amount", ok));
+    ASSERT_EQ(reason(fact), "ok") << ok;
+    EXPECT_EQ(fact->details.at("value"), ok);  // kept exact, as a string
+  }
+  for (const char* bad : {"lots", "1,500", "1e5", "$1500", " 1500", "12.", "1234567890123456"}) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change("deal", "amount", bad));
+    ASSERT_EQ(reason(fact), "bad_value") << bad;
+    EXPECT_TRUE(fact.status().is_permanent());
+    EXPECT_NE(fact.status().message().find("data.value"), std::string::npos) << fact.status().message();
+    EXPECT_NE(fact.status().message().find("amount"), std::string::npos) << fact.status().message();
+  }
+  // Only a deal's amount is ours to read: elsewhere it is any text.
+  EXPECT_EQ(reason(extract("hubspot.object.changed", hubspot_change("company", "amount", "lots"))), "ok");
+  EXPECT_EQ(reason(extract("hubspot.object.changed", hubspot_change("deal", "hs_amount", "lots"))), "ok");
+}
+
+TEST(HubspotChange, ValueIsAString) {
+  for (json::value bad : {json::value(1500), json::value(true), json::value(json::array{"x"})}) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change("deal", "amount", bad));
+    ASSERT_EQ(reason(fact), "wrong_type") << json::serialize(bad);
+    EXPECT_NE(fact.status().message().find("data.value"), std::string::npos);
+  }
+}
+
+TEST(HubspotChange, DealCloseDateBecomesItsUtcDate) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"2026-06-30", "2026-06-30"},
+      {"2026-06-30T00:00:00Z", "2026-06-30"},
+      {"2026-06-30T00:00:00.000Z", "2026-06-30"},
+      {"2026-06-30T23:30:00-05:00", "2026-07-01"},
+      {"2026-07-01T01:00:00+02:00", "2026-06-30"},
+      {"1782777600000", "2026-06-30"},  // epoch milliseconds, HubSpot's webhook form
+      {"1782863999999", "2026-06-30"},
+      {"0", "1970-01-01"},
+  };
+  for (const auto& [in, out] : cases) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change("deal", "closedate", in));
+    ASSERT_EQ(reason(fact), "ok") << in;
+    EXPECT_EQ(fact->details.at("value"), out) << in;
+    EXPECT_EQ(hubspot_date(in), out) << in;
+  }
+  for (const char* bad : {"tomorrow", "2026-02-30", "2026-06-30T10:00:00", "30/06/2026", "2026-6-30",
+                          "99999999999999999999", "1782777600000.5", "-", "2026-06-30 "}) {
+    Result<Fact> fact = extract("hubspot.object.changed", hubspot_change("deal", "closedate", bad));
+    ASSERT_EQ(reason(fact), "bad_value") << bad;
+    EXPECT_NE(fact.status().message().find("data.value"), std::string::npos);
+    EXPECT_FALSE(hubspot_date(bad).has_value()) << bad;
+  }
+  // A contact's closedate is not ours to read.
+  EXPECT_EQ(reason(extract("hubspot.object.changed", hubspot_change("contact", "closedate", "soon"))), "ok");
+}
+
+TEST(HubspotChange, OccurredAtIsAnRfc3339Time) {
+  for (const char* bad : {"", "yesterday", "1772359200", "2026-03-01"}) {
+    json::object data = hubspot_change("deal", "dealstage", "closedwon");
+    data["occurred_at"] = bad;
+    Result<Fact> fact = extract("hubspot.object.changed", data);
+    ASSERT_EQ(reason(fact), "bad_time") << bad;
+    EXPECT_NE(fact.status().message().find("data.occurred_at"), std::string::npos);
+  }
 }
 
 // --- README.md examples ---------------------------------------------------

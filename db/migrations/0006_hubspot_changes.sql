@@ -1,0 +1,41 @@
+-- 0006_hubspot_changes: changes made in HubSpot (hubspot.object.changed)
+-- flow back into deals by SPEC.md §6's rule, whatever order they arrive in.
+--
+-- The rule (db/projections.cc, kProjectDeals): a HubSpot change of a sales
+-- field people set (dealstage -> stage, amount, closedate -> close_date)
+-- takes effect when its occurred_at is newer than the row's updated_at AND
+-- newer than every other value of that field from any source: other HubSpot
+-- changes, and crm.deal.stage_changed events (its stage and amount) by their
+-- event time. Every other property, and every company or contact property,
+-- is a field the local side owns: the change stays on the timeline only.
+-- A change names HubSpot's id; the row is the one whose hubspot_deal_id it
+-- is. A change for an id no row has yet waits on the timeline and takes
+-- effect when the sync executor writes the id back
+-- (reproject_hubspot_changes).
+--
+-- Like every projection the fields are recomputed from the set of changes
+-- on the timeline, never patched in place, so the outcome is the same for
+-- any arrival order, duplicates and batch cuts (SPEC.md §5).
+--
+-- updated_at of deals means ONE thing from here on: when the web app last
+-- wrote the row (the "local updated_at" of the rule). crm-worker never moves
+-- it: not when it applies a HubSpot change, not when it projects a
+-- crm.deal.stage_changed (which did set it to now() until this migration),
+-- and the sync executor's write-back of hubspot_deal_id and the sync
+-- columns must not either. Were the worker to move it, a HubSpot change
+-- would be compared with the moment the worker happened to apply something
+-- else (a stage event, another HubSpot change), and arrival order would
+-- decide the outcome. (A row an event creates before the web app ever wrote
+-- it starts with updated_at = its creation time; it has no HubSpot id until
+-- it is pushed, which is later, so no real HubSpot change is older.)
+--
+-- <field>_changed_at: the time of the change the column's value comes from
+-- (an event's time, a HubSpot change's occurred_at), or NULL when no change
+-- newer than updated_at exists and the value is the web app's own.
+-- stage_changed_at (0001) keeps the same meaning for the stage, HubSpot's
+-- changes included. These columns are what "newer than the newest value
+-- already applied" reads as a value; the projection derives them from the
+-- timeline like the fields themselves.
+ALTER TABLE deals
+  ADD COLUMN amount_changed_at      timestamptz,
+  ADD COLUMN close_date_changed_at  timestamptz;
