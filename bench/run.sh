@@ -4,6 +4,7 @@
 # benchmark's name go to the benchmark:
 #   bench/run.sh [outreach] [--events N] [--batch B]
 #   bench/run.sh followup [--timers N] [--window S] [--executors E] [--rounds R] [--explain]
+#   bench/run.sh sync [--records N] [--executors E] [--limit L] [--batch B]
 # Without a name it runs the outreach benchmark, as it always did.
 #
 # Builds into build/ through scripts/build.sh; CRM_BENCH_BUILD_DIR=DIR builds
@@ -13,12 +14,13 @@ cd "$(dirname "$0")/.."
 
 bench=outreach
 case ${1:-} in
-  outreach | followup) bench=$1; shift ;;
+  outreach | followup | sync) bench=$1; shift ;;
 esac
 
 case $bench in
   outreach) targets=(outreach_bench crm-worker) ;;
   followup) targets=(followup_bench) ;;  # runs the executor in-process
+  sync) targets=(sync_bench) ;;          # runs the executors in-process
 esac
 
 ./scripts/install-deps.sh

@@ -43,6 +43,12 @@ Usage:
   crm-worker followups resolve --id ID (--sent | --not-sent) [--config FILE]
                                            record whether an in-doubt email went out;
                                            --not-sent sends it now
+  crm-worker sync list [--status S|all] [--limit N] [--config FILE]
+                                           show HubSpot sync jobs (default: failed
+                                           and dead, with HubSpot's error)
+  crm-worker sync redrive (--id JOB | --all) [--config FILE]
+                                           make failed and dead sync jobs pending
+                                           again
   crm-worker version                       version, git revision, library versions
   crm-worker help [COMMAND]                this text
 
@@ -216,6 +222,7 @@ int cli_main(int argc, char** argv) {
   if (cmd == "dev-broker") return command_dev_broker(rest);
   if (cmd == "dlq") return command_dlq(rest);
   if (cmd == "followups") return command_followups(rest);
+  if (cmd == "sync") return command_sync(rest);
   if (cmd == "version" || cmd == "--version") return command_version(rest);
   return usage_error("unknown command '" + cmd + "'");
 }

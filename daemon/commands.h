@@ -15,6 +15,7 @@ int command_check_config(const std::vector<std::string>& args);
 int command_dev_broker(const std::vector<std::string>& args);
 int command_dlq(const std::vector<std::string>& args);
 int command_followups(const std::vector<std::string>& args);
+int command_sync(const std::vector<std::string>& args);
 int command_version(const std::vector<std::string>& args);
 
 constexpr int kExitOk = 0;

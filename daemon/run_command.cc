@@ -17,6 +17,7 @@
 #include "daemon/lifecycle.h"
 #include "daemon/logging.h"
 #include "daemon/notifier.h"
+#include "daemon/sync_executor.h"
 #include "db/database.h"
 #include "db/migrations.h"
 #include "handlers/routing.h"
@@ -79,8 +80,10 @@ std::string instance_name() {
 class Executors {
  public:
   Executors(const Config& config, const std::string& conninfo, monitoring::Metrics& metrics)
-      : followups_(config, conninfo, metrics, instance_name()) {
+      : followups_(config, conninfo, metrics, instance_name()),
+        sync_(config, conninfo, metrics, instance_name()) {
     threads_.emplace_back([this] { followups_.run(stop_); });
+    threads_.emplace_back([this] { sync_.run(stop_); });
     if (config.slack.webhook_url.is_set()) {
       notifier_.emplace(config, conninfo, metrics, instance_name());
       threads_.emplace_back([this] { notifier_->run(stop_); });
@@ -97,6 +100,7 @@ class Executors {
  private:
   std::atomic<bool> stop_{false};
   FollowupExecutor followups_;
+  SyncExecutor sync_;
   std::optional<Notifier> notifier_;
   std::vector<std::thread> threads_;
 };

@@ -9,6 +9,7 @@ namespace crm::monitoring {
 namespace {
 
 constexpr const char* kFollowupStatuses[] = {"scheduled", "sending", "sent", "cancelled", "failed", "dead"};
+constexpr const char* kSyncStatuses[] = {"pending", "in_progress", "completed", "failed", "dead"};
 
 prometheus::Histogram::BucketBoundaries external_buckets() {
   return {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -88,6 +89,19 @@ Metrics::Metrics(std::vector<std::string> topics, std::vector<std::string> event
                                   "every instance reports the same).")
                             .Register(*registry_)
                             .Add({});
+  sync_jobs_ = &prometheus::BuildGauge()
+                    .Name("crm_worker_sync_queue_jobs")
+                    .Help("HubSpot sync jobs by status, counted in the shared table (every instance "
+                          "reports the same numbers: aggregate with max). failed: refused by HubSpot "
+                          "(4xx); dead: out of attempts; both wait for `crm-worker sync redrive`.")
+                    .Register(*registry_);
+  sync_oldest_pending_ = &prometheus::BuildGauge()
+                              .Name("crm_worker_sync_queue_oldest_pending_seconds")
+                              .Help("Age of the oldest pending or in-progress sync job (0 when "
+                                    "none; every instance reports the same).")
+                              .Register(*registry_)
+                              .Add({});
+  for (const char* status : kSyncStatuses) sync_jobs_->Add({{"status", status}});
   for (const char* api : {"hubspot", "sendgrid", "slack"}) {
     external_seconds_->Add({{"api", api}}, external_buckets());
     retries_->Add({{"api", api}});
@@ -156,6 +170,15 @@ void Metrics::set_followups(const std::map<std::string, long long>& by_status,
     followups_->Add({{"status", status}}).Set(it == by_status.end() ? 0.0 : static_cast<double>(it->second));
   }
   followups_overdue_->Set(overdue_seconds);
+}
+
+void Metrics::set_sync_queue(const std::map<std::string, long long>& by_status,
+                             double oldest_pending_seconds) {
+  for (const char* status : kSyncStatuses) {
+    auto it = by_status.find(status);
+    sync_jobs_->Add({{"status", status}}).Set(it == by_status.end() ? 0.0 : static_cast<double>(it->second));
+  }
+  sync_oldest_pending_->Set(oldest_pending_seconds);
 }
 
 }  // namespace crm::monitoring

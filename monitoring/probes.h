@@ -50,6 +50,11 @@ class Metrics {
   // operator) and how late the oldest due timer is (0 when none is due).
   void set_followups(const std::map<std::string, long long>& by_status, double overdue_seconds);
 
+  // HubSpot sync jobs, refreshed by the sync executor: jobs per status
+  // (every status of the schema) and the age of the oldest unfinished one.
+  void set_sync_queue(const std::map<std::string, long long>& by_status,
+                      double oldest_pending_seconds);
+
  private:
   std::string topic_label(const std::string& topic) const;
   std::string type_label(const std::string& type) const;
@@ -67,6 +72,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* retries_;
   prometheus::Family<prometheus::Gauge>* followups_;
   prometheus::Gauge* followups_overdue_;
+  prometheus::Family<prometheus::Gauge>* sync_jobs_;
+  prometheus::Gauge* sync_oldest_pending_;
   std::mutex lag_mutex_;
   std::map<queue::TopicPartition, prometheus::Gauge*> lag_series_;
 };

@@ -1,0 +1,654 @@
+#include "daemon/sync_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <set>
+#include <thread>
+
+#include "daemon/core/backoff.h"
+#include "daemon/core/crash_point.h"
+#include "daemon/logging.h"
+#include "db/followups.h"
+#include "http/retry.h"
+
+namespace crm {
+namespace {
+
+constexpr const char* kApi = "hubspot";
+// Beyond one request's timeout, for taking budget and recording the answer
+// (the lease is renewed before every request, so this bounds one step).
+constexpr Millis kLeaseMargin{5000};
+// Between counting a request and HubSpot receiving it: every window is
+// widened by this much, so a request sent a little late still fits the
+// window HubSpot counts it in.
+constexpr Millis kBudgetMargin{250};
+constexpr Millis kConfigWindow{10000};
+// A 429 for the day's budget: look again after this long.
+constexpr Millis kDailyHold{600000};
+constexpr Millis kMaxWait{1000};
+constexpr Millis kMinWait{250};
+constexpr int kRecordAttempts = 5;
+constexpr auto kReportEvery = std::chrono::seconds(5);
+
+std::string trim_slash(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+bool ok_status(const http::Response& r) {
+  return r.outcome == http::Outcome::kAnswered && r.status >= 200 && r.status < 300;
+}
+
+// HubSpot may write a number back in its own form ("1500.00" -> "1500").
+bool same_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  if (a.empty() || b.empty()) return false;
+  char* end_a = nullptr;
+  char* end_b = nullptr;
+  const double x = std::strtod(a.c_str(), &end_a);
+  const double y = std::strtod(b.c_str(), &end_b);
+  return *end_a == '\0' && *end_b == '\0' && x == y;
+}
+
+std::string failure_text(const http::Response& r) {
+  switch (r.outcome) {
+    case http::Outcome::kAnswered: return hubspot::error_summary(r);
+    case http::Outcome::kNotSent: return "HubSpot not reached: " + r.error;
+    case http::Outcome::kNoAnswer: return "no answer from HubSpot: " + r.error;
+    case http::Outcome::kBadAnswer: return "unreadable answer from HubSpot: " + r.error;
+  }
+  return r.error;
+}
+
+}  // namespace
+
+struct SyncExecutor::Pass {
+  std::vector<db::SyncJob> jobs;
+  std::map<long long, db::SyncOutcome> outcomes;
+  std::set<long long> lost;      // the claim was taken over
+  std::set<long long> verified;  // read back in this pass: no longer in doubt
+  int requests = 0;
+  bool stopping = false;
+  bool broken = false;  // the database failed mid-pass
+
+  bool open(const db::SyncJob* j) const { return !outcomes.count(j->id) && !lost.count(j->id); }
+  bool doubtful(const db::SyncJob* j) const { return j->in_doubt && !verified.count(j->id); }
+  db::SyncOutcome& set(const db::SyncJob* j, db::SyncOutcome::Kind kind, std::string error = {}) {
+    db::SyncOutcome& o = outcomes[j->id];
+    o.job = j;
+    o.kind = kind;
+    o.error = std::move(error);
+    o.in_doubt = false;
+    return o;
+  }
+  db::SyncOutcome& completed(const db::SyncJob* j, std::optional<std::string> hubspot_id,
+                             const char* row_status) {
+    db::SyncOutcome& o = set(j, db::SyncOutcome::Kind::kCompleted);
+    o.hubspot_id = std::move(hubspot_id);
+    o.row_status = row_status;
+    return o;
+  }
+};
+
+SyncExecutor::SyncExecutor(const Config& config, std::string conninfo,
+                           monitoring::Metrics& metrics, std::string instance)
+    : config_(config),
+      db_(std::move(conninfo)),
+      metrics_(metrics),
+      instance_(std::move(instance)),
+      deals_{config.hubspot.deal_pipeline, config.hubspot.deal_stages},
+      projection_(db::projection_options(config)),
+      http_(http::ClientOptions{.connect_timeout = std::min(config.hubspot.timeout, Millis{5000})}) {
+  db_.listen("crm_sync");
+}
+
+SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const std::string& body) {
+  std::vector<db::RateWindow> windows{{config_.hubspot.requests_per_10s, kConfigWindow}};
+  if (learned_) windows.push_back(*learned_);
+  const Millis lease = config_.hubspot.timeout + kLeaseMargin;
+  for (int failures = 0;;) {
+    if (stop_ != nullptr && stop_->load()) {
+      pass.stopping = true;
+      return {};
+    }
+    std::vector<db::SyncJob> live;
+    for (const auto& j : pass.jobs) {
+      if (!pass.lost.count(j.id)) live.push_back(j);
+    }
+    std::optional<Millis> wait;
+    std::vector<long long> held;
+    Status s = db_.transact([&](pqxx::work& tx) {
+      wait = db::take_api_request(tx, kApi, windows, kBudgetMargin);
+      held = db::renew_sync_leases(tx, instance_, live, lease);
+      return Status::ok();
+    });
+    if (!s) {
+      if (++failures >= 3) {
+        pass.broken = true;
+        log::warn("HubSpot sync: database error, batch left to its lease", {{"error", s.message()}});
+        return {};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 * failures));
+      continue;
+    }
+    for (const auto& j : live) {
+      if (std::find(held.begin(), held.end(), j.id) == held.end()) pass.lost.insert(j.id);
+    }
+    if (held.empty()) return {};
+    if (!wait) break;
+    const auto until = std::chrono::steady_clock::now() + std::min(*wait, kMaxWait);
+    while (std::chrono::steady_clock::now() < until && !(stop_ != nullptr && stop_->load())) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  http::Request request;
+  request.url = trim_slash(config_.hubspot.base_url) + path;
+  request.headers = {{"Authorization", "Bearer " + config_.hubspot.token.reveal()},
+                     {"Content-Type", "application/json"}};
+  request.body = body;
+  request.timeout = config_.hubspot.timeout;
+  Sent sent;
+  sent.response = http_.post(request);
+  sent.sent = true;
+  ++pass.requests;
+  metrics_.external_request(kApi, http::response_code_label(sent.response), sent.response.seconds);
+  if (sent.response.outcome == http::Outcome::kAnswered) learn_budget(sent.response);
+  return sent;
+}
+
+void SyncExecutor::learn_budget(const http::Response& response) {
+  const hubspot::RateHeaders h = hubspot::rate_headers(response);
+  if (!h.max || !h.interval) return;
+  int budget = *h.max;
+  // Little left: other clients of the app may be spending it. What is ours
+  // to spend is what we sent in the window plus what HubSpot says remains.
+  if (h.remaining && *h.remaining < *h.max / 4) {
+    int ours = 0;
+    Status s = db_.transact([&](pqxx::work& tx) {
+      ours = db::api_requests_in(tx, kApi, *h.interval);
+      return Status::ok();
+    });
+    if (s) budget = std::clamp(ours + *h.remaining, 1, *h.max);
+  }
+  if (!learned_ || learned_->max != budget || learned_->interval != *h.interval) {
+    if (budget < *h.max) {
+      log::info("HubSpot budget low: slowing down",
+                {{"remaining", *h.remaining}, {"budget", budget}, {"max", *h.max}});
+    }
+    learned_ = db::RateWindow{budget, *h.interval};
+  }
+}
+
+void SyncExecutor::refused(Pass& pass, const std::vector<const db::SyncJob*>& jobs,
+                           const http::Response& response) {
+  // Did HubSpot possibly act? Not when nothing was sent or it said 429.
+  const bool maybe_acted =
+      !(response.outcome == http::Outcome::kNotSent ||
+        (response.outcome == http::Outcome::kAnswered && response.status == 429));
+  std::optional<Millis> after = http::retry_after(response, now_timestamp());
+  if (response.outcome == http::Outcome::kAnswered && response.status == 429) {
+    Millis hold = after.value_or(learned_ ? learned_->interval : kConfigWindow);
+    if (!after && hubspot::daily_limit_hit(response)) {
+      hold = kDailyHold;
+      log::error("HubSpot's daily API limit is spent: syncing paused",
+                 {{"retry_in_ms", static_cast<long long>(hold.count())}});
+    }
+    after = hold;
+    // Every instance waits: the budget is the app's.
+    Status s = db_.transact([&](pqxx::work& tx) {
+      db::hold_api_slot(tx, kApi, hold);
+      return Status::ok();
+    });
+    (void)s;
+  }
+  const std::string error = failure_text(response);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (const db::SyncJob* j : jobs) {
+    if (!pass.open(j)) continue;
+    db::SyncOutcome& o = pass.set(j, db::SyncOutcome::Kind::kRetry, error);
+    o.in_doubt = pass.doubtful(j) || maybe_acted;
+    o.delay = backoff_delay(j->attempts - 1, config_.retry.initial_backoff,
+                            config_.retry.max_backoff, unit(rng_));
+    if (after) o.delay = std::max(o.delay, *after);
+  }
+  metrics_.retry(kApi);
+}
+
+std::optional<std::map<std::string, hubspot::Object>> SyncExecutor::read(
+    Pass& pass, const std::string& type, const std::vector<const db::SyncJob*>& jobs,
+    const std::vector<std::string>& properties) {
+  std::vector<std::string> ids;
+  for (const auto* j : jobs) ids.push_back(j->entity_id);
+  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/read",
+                      hubspot::read_body(ids, config_.hubspot.id_property, properties));
+  if (!s.sent) return std::nullopt;
+  const http::Response& r = s.response;
+  std::map<std::string, hubspot::Object> found;
+  if (ok_status(r)) {
+    if (auto results = hubspot::parse_results(r.body)) {
+      for (auto& obj : *results) {
+        auto it = obj.properties.find(config_.hubspot.id_property);
+        if (it != obj.properties.end()) found[it->second] = std::move(obj);
+      }
+      for (const auto* j : jobs) pass.verified.insert(j->id);
+      return found;
+    }
+  } else if (r.outcome == http::Outcome::kAnswered && http::classify(r) == http::Verdict::kGiveUp) {
+    // A read HubSpot refuses for good: the push will be refused the same
+    // way, and its answer decides.
+    return found;
+  }
+  refused(pass, jobs, r);
+  return std::nullopt;
+}
+
+void SyncExecutor::push(Pass& pass, const std::string& type, std::vector<const db::SyncJob*> jobs,
+                        const std::map<std::string, db::SyncRow>& rows) {
+  std::erase_if(jobs, [&](const db::SyncJob* j) { return !pass.open(j); });
+  if (jobs.empty() || pass.stopping || pass.broken) return;
+  std::vector<hubspot::Input> inputs;
+  for (const auto* j : jobs) {
+    const db::SyncRow& row = rows.at(j->entity_id);
+    hubspot::Input in{j->entity_id, {}};
+    for (const auto& [k, v] : row.properties) in.properties[k] = v.value_or("");
+    in.properties[config_.hubspot.id_property] = j->entity_id;
+    inputs.push_back(std::move(in));
+  }
+  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/upsert",
+                      hubspot::upsert_body(inputs, config_.hubspot.id_property));
+  if (!s.sent) return;
+  crash_point("after_hubspot_upsert");
+  const http::Response& r = s.response;
+  if (ok_status(r)) {
+    auto results = hubspot::parse_results(r.body);
+    std::map<std::string, std::string> ids;
+    if (results) {
+      for (const auto& obj : *results) {
+        if (auto it = obj.properties.find(config_.hubspot.id_property); it != obj.properties.end()) {
+          ids[it->second] = obj.id;
+        }
+      }
+    }
+    std::vector<const db::SyncJob*> unanswered;
+    for (const auto* j : jobs) {
+      if (auto it = ids.find(j->entity_id); it != ids.end()) {
+        pass.completed(j, it->second, "synced");
+      } else {
+        unanswered.push_back(j);
+      }
+    }
+    // Accepted, but the answer does not say what became of these: treat
+    // them as sent without an answer (read back before the next push).
+    if (!unanswered.empty()) {
+      http::Response silent = r;
+      silent.outcome = http::Outcome::kBadAnswer;
+      silent.error = results ? "the batch answer did not include the object"
+                             : "the batch answer could not be read";
+      refused(pass, unanswered, silent);
+    }
+    return;
+  }
+  if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
+    refused(pass, jobs, r);
+    return;
+  }
+  // Refused for good. Alone: this row is bad. Several: split until the bad
+  // ones are alone, so the good ones are synced.
+  if (jobs.size() == 1) {
+    pass.set(jobs.front(), db::SyncOutcome::Kind::kFailed, hubspot::error_summary(r)).row_status =
+        "failed";
+    return;
+  }
+  const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
+  push(pass, type, {jobs.begin(), mid}, rows);
+  push(pass, type, {mid, jobs.end()}, rows);
+}
+
+void SyncExecutor::associate(Pass& pass, const std::string& type,
+                             std::vector<const db::SyncJob*> jobs,
+                             const std::map<std::string, db::SyncRow>& rows) {
+  if (jobs.empty() || pass.stopping || pass.broken) return;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const auto* j : jobs) {
+    const db::SyncOutcome& o = pass.outcomes.at(j->id);
+    pairs.emplace_back(*o.hubspot_id, *rows.at(j->entity_id).company_hubspot_id);
+  }
+  const Sent s = call(pass,
+                      "/crm/v4/associations/" + hubspot::object_type(type) +
+                          "/companies/batch/associate/default",
+                      hubspot::associate_body(pairs));
+  if (!s.sent) {
+    // The objects are pushed; the association waits for the next attempt,
+    // which reads them back rather than pushing them again.
+    for (const auto* j : jobs) {
+      db::SyncOutcome& o = pass.outcomes.at(j->id);
+      o.kind = db::SyncOutcome::Kind::kRetry;
+      o.error = "pushed; the association with its company is still to be made";
+      o.in_doubt = true;
+    }
+    return;
+  }
+  const http::Response& r = s.response;
+  if (ok_status(r)) {
+    for (std::size_t i = 0; i < jobs.size(); ++i) pass.outcomes.at(jobs[i]->id).linked_company = pairs[i].second;
+    return;
+  }
+  if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
+    // Pushed but not associated: retried, and read back before being pushed.
+    for (const auto* j : jobs) pass.outcomes.erase(j->id);
+    refused(pass, jobs, r);
+    for (const auto* j : jobs) pass.outcomes.at(j->id).in_doubt = true;
+    return;
+  }
+  if (jobs.size() == 1) {
+    db::SyncOutcome& o = pass.outcomes.at(jobs.front()->id);
+    o.kind = db::SyncOutcome::Kind::kFailed;
+    o.error = "pushed, but the association with its company was refused: " + hubspot::error_summary(r);
+    return;
+  }
+  const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
+  associate(pass, type, {jobs.begin(), mid}, rows);
+  associate(pass, type, {mid, jobs.end()}, rows);
+}
+
+void SyncExecutor::upsert(Pass& pass, const std::vector<const db::SyncJob*>& jobs) {
+  const std::string type = jobs.front()->entity_type;
+  std::vector<std::string> ids;
+  for (const auto* j : jobs) ids.push_back(j->entity_id);
+  std::map<std::string, db::SyncRow> rows;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    rows = db::load_sync_rows(tx, type, ids, deals_);
+    return Status::ok();
+  });
+  if (!s) {
+    pass.broken = true;
+    return;
+  }
+  std::vector<const db::SyncJob*> todo, doubtful;
+  for (const auto* j : jobs) {
+    if (!rows.count(j->entity_id)) {
+      pass.set(j, db::SyncOutcome::Kind::kFailed,
+               "no " + type + " row '" + j->entity_id + "' to push (not written by the web app, "
+               "or deleted without a delete request)");
+      continue;
+    }
+    todo.push_back(j);
+    if (pass.doubtful(j)) doubtful.push_back(j);
+  }
+
+  // In doubt: what HubSpot already holds is not pushed again.
+  std::set<long long> already;
+  if (!doubtful.empty()) {
+    std::vector<std::string> properties{config_.hubspot.id_property};
+    for (const auto& [k, v] : rows.at(doubtful.front()->entity_id).properties) properties.push_back(k);
+    if (auto found = read(pass, type, doubtful, properties)) {
+      for (const auto* j : doubtful) {
+        auto it = found->find(j->entity_id);
+        if (it == found->end()) continue;
+        bool same = true;
+        for (const auto& [k, v] : rows.at(j->entity_id).properties) {
+          auto p = it->second.properties.find(k);
+          if (!same_value(v.value_or(""), p == it->second.properties.end() ? "" : p->second)) {
+            same = false;
+            break;
+          }
+        }
+        if (same) {
+          pass.completed(j, it->second.id, "synced");
+          already.insert(j->id);
+        }
+      }
+    }
+  }
+  std::vector<const db::SyncJob*> to_push;
+  for (const auto* j : todo) {
+    if (pass.open(j)) to_push.push_back(j);
+  }
+  push(pass, type, to_push, rows);
+
+  if (type == "company") return;
+  std::vector<const db::SyncJob*> links;
+  for (const auto* j : todo) {
+    auto it = pass.outcomes.find(j->id);
+    if (it == pass.outcomes.end() || it->second.kind != db::SyncOutcome::Kind::kCompleted ||
+        pass.lost.count(j->id)) {
+      continue;
+    }
+    const db::SyncRow& row = rows.at(j->entity_id);
+    if (!row.company_id) continue;
+    if (!row.company_hubspot_id) {
+      it->second.kind = db::SyncOutcome::Kind::kFailed;
+      it->second.error = "pushed without its association: company '" + *row.company_id +
+                         "' is not in HubSpot (see its sync job)";
+      continue;
+    }
+    if (row.linked_company_hubspot_id == row.company_hubspot_id) continue;
+    links.push_back(j);
+  }
+  associate(pass, type, links, rows);
+}
+
+void SyncExecutor::archive(Pass& pass, const std::vector<const db::SyncJob*>& jobs) {
+  const std::string type = jobs.front()->entity_type;
+  std::vector<std::string> ids;
+  for (const auto* j : jobs) ids.push_back(j->entity_id);
+  std::map<std::string, std::string> known;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    known = db::known_hubspot_ids(tx, type, ids);
+    return Status::ok();
+  });
+  if (!s) {
+    pass.broken = true;
+    return;
+  }
+  // Rows the web app already deleted (or never synced here): found in
+  // HubSpot by our id, if they are there at all.
+  std::vector<const db::SyncJob*> unknown;
+  for (const auto* j : jobs) {
+    if (!known.count(j->entity_id)) unknown.push_back(j);
+  }
+  if (!unknown.empty()) {
+    auto found = read(pass, type, unknown, {config_.hubspot.id_property});
+    if (!found) return;
+    for (const auto* j : unknown) {
+      if (auto it = found->find(j->entity_id); it != found->end()) {
+        known[j->entity_id] = it->second.id;
+      } else if (pass.open(j)) {
+        pass.completed(j, std::nullopt, "archived");  // nothing in HubSpot to archive
+      }
+    }
+  }
+  std::function<void(std::vector<const db::SyncJob*>)> send = [&](std::vector<const db::SyncJob*> batch) {
+    std::erase_if(batch, [&](const db::SyncJob* j) { return !pass.open(j); });
+    if (batch.empty() || pass.stopping || pass.broken) return;
+    std::vector<std::string> hubspot_ids;
+    for (const auto* j : batch) hubspot_ids.push_back(known.at(j->entity_id));
+    const Sent sent = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/archive",
+                           hubspot::archive_body(hubspot_ids));
+    if (!sent.sent) return;
+    const http::Response& r = sent.response;
+    if (ok_status(r)) {
+      for (const auto* j : batch) pass.completed(j, std::nullopt, "archived");
+    } else if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
+      refused(pass, batch, r);
+      // Archiving twice is harmless: nothing to read back first.
+      for (const auto* j : batch) pass.outcomes.at(j->id).in_doubt = false;
+    } else if (batch.size() == 1) {
+      pass.set(batch.front(), db::SyncOutcome::Kind::kFailed, hubspot::error_summary(r));
+    } else {
+      const auto mid = batch.begin() + static_cast<std::ptrdiff_t>(batch.size() / 2);
+      send({batch.begin(), mid});
+      send({mid, batch.end()});
+    }
+  };
+  send(jobs);
+}
+
+Status SyncExecutor::record(Pass& pass) {
+  std::vector<db::SyncOutcome> outcomes;
+  std::vector<db::SyncJob> released;
+  for (const auto& j : pass.jobs) {
+    if (pass.lost.count(j.id)) continue;
+    if (auto it = pass.outcomes.find(j.id); it != pass.outcomes.end()) {
+      outcomes.push_back(it->second);
+    } else {
+      released.push_back(j);  // not attempted (stopping): given back
+    }
+  }
+  std::map<std::string, std::vector<std::string>> new_ids;
+  for (const auto& o : outcomes) {
+    if (o.hubspot_id) new_ids[o.job->entity_type].push_back(o.job->entity_id);
+  }
+  Status s;
+  for (int attempt = 0; attempt < kRecordAttempts; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
+    s = db_.transact([&](pqxx::work& tx) {
+      const std::vector<long long> written =
+          db::record_sync_outcomes(tx, instance_, outcomes, config_.retry.max_attempts);
+      db::release_sync_jobs(tx, instance_, released);
+      // Changes made in HubSpot before we knew the object's id wait on the
+      // timeline: with the id written back they apply now (SPEC §6).
+      for (const auto& [type, ids] : new_ids) {
+        std::vector<std::string> mine;
+        for (const auto& o : outcomes) {
+          if (o.hubspot_id && o.job->entity_type == type &&
+              std::find(written.begin(), written.end(), o.job->id) != written.end()) {
+            mine.push_back(o.job->entity_id);
+          }
+        }
+        db::reproject_hubspot_changes(tx, type, mine, projection_);
+      }
+      return Status::ok();
+    });
+    if (s || !s.is_transient()) break;
+  }
+  return s;
+}
+
+Result<SyncPass> SyncExecutor::run_once() {
+  SyncPass out;
+  Millis held{0};
+  Status s = db_.transact([&](pqxx::work& tx) {
+    held = db::api_slot_wait(tx, kApi);
+    return Status::ok();
+  });
+  if (!s) return s;
+  if (held > Millis{0}) return out;
+
+  Pass pass;
+  s = db_.transact([&](pqxx::work& tx) {
+    pass.jobs = db::claim_sync_jobs(tx, instance_, config_.hubspot.timeout + kLeaseMargin,
+                                    config_.hubspot.batch_size);
+    return Status::ok();
+  });
+  if (!s) return s;
+  if (pass.jobs.empty()) return out;
+  crash_point("after_sync_claim");
+  out.claimed = static_cast<int>(pass.jobs.size());
+  out.more = true;
+
+  std::vector<const db::SyncJob*> upserts, deletes;
+  for (const auto& j : pass.jobs) (j.operation == "delete" ? deletes : upserts).push_back(&j);
+  if (!deletes.empty()) archive(pass, deletes);
+  if (!upserts.empty() && !pass.broken) upsert(pass, upserts);
+  out.requests = pass.requests;
+  if (pass.broken) return Status::transient("database", "database unavailable during a HubSpot batch");
+
+  if (Status r = record(pass); !r) {
+    // Unrecorded: the jobs stay in_progress until their lease ends and
+    // come back in doubt (read back before any push).
+    log::error("HubSpot sync: could not record a batch's outcomes", {{"error", r.message()}});
+    return r;
+  }
+  const std::string type = pass.jobs.front().entity_type;
+  for (const auto& [id, o] : pass.outcomes) {
+    if (pass.lost.count(id)) continue;
+    switch (o.kind) {
+      case db::SyncOutcome::Kind::kCompleted: ++out.completed; break;
+      case db::SyncOutcome::Kind::kRetry:
+        if (o.job->attempts >= config_.retry.max_attempts) {
+          ++out.failed;
+          log::error("HubSpot sync job dead: out of attempts",
+                     {{"job", o.job->id}, {"entity_type", type}, {"entity_id", o.job->entity_id},
+                      {"attempts", o.job->attempts}, {"error", o.error}});
+        } else {
+          ++out.retried;
+        }
+        break;
+      case db::SyncOutcome::Kind::kFailed:
+        ++out.failed;
+        log::error("HubSpot sync job failed", {{"job", o.job->id}, {"entity_type", type},
+                                               {"entity_id", o.job->entity_id}, {"error", o.error}});
+        break;
+    }
+  }
+  if (!pass.lost.empty()) {
+    log::warn("HubSpot sync: jobs taken over by another worker after their lease ran out",
+              {{"jobs", static_cast<long long>(pass.lost.size())}});
+  }
+  log::info("HubSpot sync batch", {{"entity_type", type}, {"claimed", out.claimed},
+                                   {"completed", out.completed}, {"retried", out.retried},
+                                   {"failed", out.failed}, {"requests", out.requests}});
+  return out;
+}
+
+Status SyncExecutor::report() {
+  db::SyncStats stats;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    stats = db::sync_stats(tx);
+    return Status::ok();
+  });
+  if (!s) return s;
+  metrics_.set_sync_queue(stats.by_status, stats.oldest_pending_seconds);
+  return Status::ok();
+}
+
+void SyncExecutor::run(const std::atomic<bool>& stop) {
+  stop_ = &stop;
+  if (!config_.hubspot.token.is_set()) {
+    log::warn("HubSpot sync jobs wait: the HubSpot token (CRM_WORKER_HUBSPOT_TOKEN) is not set");
+  }
+  auto last_report = std::chrono::steady_clock::time_point{};
+  int failures = 0;
+  auto pause = [&](Millis d) {
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (!stop.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
+  while (!stop.load()) {
+    if (std::chrono::steady_clock::now() - last_report >= kReportEvery) {
+      if (Status s = report(); s) last_report = std::chrono::steady_clock::now();
+    }
+    if (!config_.hubspot.token.is_set()) {
+      db_.await_notification(std::chrono::milliseconds(kMaxWait.count()));
+      continue;
+    }
+    Result<SyncPass> pass = run_once();
+    if (!pass) {
+      if (failures++ % 10 == 0) {
+        log::warn("HubSpot sync executor: database error, retrying", {{"error", pass.status().message()}});
+      }
+      std::uniform_real_distribution<double> unit(0.0, 1.0);
+      pause(backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
+      continue;
+    }
+    failures = 0;
+    if (pass->more) continue;
+    std::optional<Millis> next;
+    Millis held{0};
+    Status s = db_.transact([&](pqxx::work& tx) {
+      next = db::next_sync_due_in(tx);
+      held = db::api_slot_wait(tx, kApi);
+      return Status::ok();
+    });
+    Millis wait = kMaxWait;
+    if (s && next) wait = std::clamp(std::max(*next, held), kMinWait, kMaxWait);
+    db_.await_notification(std::chrono::milliseconds(wait.count()));
+  }
+  stop_ = nullptr;
+}
+
+}  // namespace crm

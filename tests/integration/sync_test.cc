@@ -1,0 +1,548 @@
+// The HubSpot sync executor (SPEC.md §5 sync_queue, §6 HubSpot) against the
+// real PostgreSQL and the fake HubSpot: coalescing, companies first and
+// their associations, a refused batch split down to its bad rows, retries
+// and Retry-After, dead jobs and redrive, deletes, leases taken over (the
+// old owner cannot overwrite, the new one reads back instead of pushing
+// twice), the shared rate limit with two executors, slowing down when
+// HubSpot says the budget is low, and kill -9 after HubSpot accepted a batch.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include <prometheus/text_serializer.h>
+
+#include "daemon/logging.h"
+#include "daemon/sync_executor.h"
+#include "db/followups.h"
+#include "db/sync.h"
+#include "http/client.h"
+#include "tests/harness/fake_hubspot.h"
+#include "tests/harness/harness.h"
+#include "tests/harness/outreach_history.h"
+
+namespace crm::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kToken = "pat-canary-token-do-not-log";
+
+std::string metrics_text(monitoring::Metrics& metrics) {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(metrics.registry()->Collect());
+}
+
+Answer status(int code, std::vector<std::pair<std::string, std::string>> headers = {},
+              std::string body = R"({"status":"error","message":"try later","correlationId":"x","category":"RATE_LIMITS"})") {
+  Answer a;
+  a.status = code;
+  a.headers = std::move(headers);
+  a.body = std::move(body);
+  return a;
+}
+
+class SyncTest : public ::testing::Test {
+ protected:
+  SyncTest() {
+    log::set_level(log::Level::kError);
+    config_.hubspot.base_url = hubspot_.base_url();
+    config_.hubspot.token = Secret(kToken);
+    config_.hubspot.timeout = Millis{1000};
+    config_.retry.initial_backoff = Millis{10};
+    config_.retry.max_backoff = Millis{50};
+    config_.retry.max_attempts = 3;
+  }
+
+  SyncExecutor& executor() {
+    if (!executor_) executor_ = std::make_unique<SyncExecutor>(config_, db_.conninfo(), metrics_, "test");
+    return *executor_;
+  }
+
+  void sql(const std::string& statement) {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    tx.exec(statement);
+    tx.commit();
+  }
+  void company(const std::string& id, const std::string& name) {
+    sql("INSERT INTO companies (id, name, domain) VALUES ('" + id + "', '" + name + "', '" + id +
+        ".example') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name");
+  }
+  void deal(const std::string& id, const std::string& company_id, const std::string& stage) {
+    sql("INSERT INTO deals (id, company_id, name, stage, amount, close_date) VALUES ('" + id + "', '" +
+        company_id + "', 'Deal " + id + "', '" + stage + "', 1500.50, '2026-12-01')");
+  }
+  void contact(const std::string& id, const std::string& company_id) {
+    sql("INSERT INTO contacts (id, company_id, email, first_name) VALUES ('" + id + "', '" +
+        company_id + "', '" + id + "@example.com', 'Ada')");
+  }
+  // The web app's request, through the real event path.
+  void request(const std::string& type, const std::string& id, const std::string& op = "upsert",
+               const std::string& time = "2026-03-01T09:00:00Z") {
+    const HistoryEvent e = cloud_event("r" + std::to_string(next_++), "crm.sync.requested", time,
+                                       R"({"entity_type":")" + type + R"(","entity_id":")" + id +
+                                           R"(","operation":")" + op + R"("})");
+    Status s = apply_events(conn_, {e}, 1, db::ProjectionOptions{});
+    ASSERT_TRUE(s.is_ok()) << s.message();
+  }
+
+  SyncPass once() {
+    Result<SyncPass> p = executor().run_once();
+    EXPECT_TRUE(p.is_ok()) << (p ? "" : p.status().message());
+    return p ? *p : SyncPass{};
+  }
+  // Runs passes until none claims anything; waits out retry delays up to
+  // `patience`.
+  SyncPass drain(std::chrono::milliseconds patience = 3s) {
+    SyncPass total;
+    const auto until = std::chrono::steady_clock::now() + patience;
+    while (std::chrono::steady_clock::now() < until) {
+      const SyncPass p = once();
+      total.claimed += p.claimed;
+      total.completed += p.completed;
+      total.retried += p.retried;
+      total.failed += p.failed;
+      total.requests += p.requests;
+      if (!p.more) {
+        if (db_.count("SELECT count(*) FROM sync_queue WHERE status IN ('pending', 'in_progress')") == 0) break;
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    return total;
+  }
+  std::string q(const std::string& s) const { return db_.scalar(s); }
+
+  TestDatabase db_;
+  db::Database conn_{db_.conninfo()};
+  FakeHubspot hubspot_;
+  Config config_;
+  monitoring::Metrics metrics_{{}, {}};
+  std::unique_ptr<SyncExecutor> executor_;
+  int next_ = 0;
+};
+
+TEST_F(SyncTest, TenRequestsMakeOnePushOfTheLatestStateAndTheIdComesBack) {
+  company("c1", "Acme v0");
+  for (int i = 1; i <= 10; ++i) {
+    company("c1", "Acme v" + std::to_string(i));
+    request("company", "c1", "upsert", "2026-03-01T09:00:0" + std::to_string(i % 10) + "Z");
+  }
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue"), 1);
+  const SyncPass p = drain();
+  EXPECT_EQ(p.completed, 1);
+  EXPECT_EQ(hubspot_.upserts_of("companies", "c1"), 1);
+  const auto obj = hubspot_.find("companies", "c1");
+  ASSERT_TRUE(obj);
+  EXPECT_EQ(obj->properties.at("name"), "Acme v10");
+  EXPECT_EQ(obj->properties.at("domain"), "c1.example");
+  EXPECT_EQ(q("SELECT hubspot_company_id FROM companies WHERE id = 'c1'"), obj->id);
+  EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = 'c1'"), "synced");
+  EXPECT_EQ(q("SELECT last_hubspot_sync IS NOT NULL FROM companies WHERE id = 'c1'"), "t");
+  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue"), "completed 1");
+  // The token went out as a bearer token, and nowhere else.
+  const auto reqs = hubspot_.http().requests();
+  ASSERT_FALSE(reqs.empty());
+  EXPECT_EQ(reqs.front().headers.at("authorization"), std::string("Bearer ") + kToken);
+
+  // A request after the sync pushes again (the row may have changed).
+  company("c1", "Acme v11");
+  request("company", "c1", "upsert", "2026-03-02T09:00:00Z");
+  drain();
+  EXPECT_EQ(hubspot_.upserts_of("companies", "c1"), 2);
+  EXPECT_EQ(hubspot_.find("companies", "c1")->properties.at("name"), "Acme v11");
+}
+
+TEST_F(SyncTest, ACompanyGoesFirstAndItsDealsAndContactsAreAssociatedOnce) {
+  company("c1", "Acme");
+  company("c2", "Globex");
+  deal("d1", "c1", "closed_won");
+  contact("k1", "c1");
+  contact("k2", "c2");
+  // The deal and contacts are requested first; c1 is requested after them,
+  // c2 never (it is brought along as a dependency).
+  request("deal", "d1");
+  request("contact", "k1");
+  request("contact", "k2");
+  request("company", "c1");
+  const SyncPass p = drain();
+  EXPECT_EQ(p.failed, 0);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue WHERE status = 'completed'"), 5);
+
+  // Each company's upsert came before the upserts of its deals and contacts.
+  const auto reqs = hubspot_.http().requests();
+  auto first_push = [&](const std::string& type, const std::string& id) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (reqs[i].path == FakeHubspot::upsert_path(type) &&
+          reqs[i].body.find("\"id\":\"" + id + "\"") != std::string::npos) {
+        return i;
+      }
+    }
+    return reqs.size();
+  };
+  EXPECT_LT(first_push("companies", "c1"), first_push("deals", "d1"));
+  EXPECT_LT(first_push("companies", "c1"), first_push("contacts", "k1"));
+  EXPECT_LT(first_push("companies", "c2"), first_push("contacts", "k2"));
+  EXPECT_LT(first_push("contacts", "k2"), reqs.size());
+
+  const std::string c1 = hubspot_.find("companies", "c1")->id;
+  const std::string c2 = hubspot_.find("companies", "c2")->id;
+  const auto d1 = hubspot_.find("deals", "d1");
+  ASSERT_TRUE(d1);
+  // Stage mapped to HubSpot's id, the pipeline, the date as epoch ms.
+  EXPECT_EQ(d1->properties.at("dealstage"), "closedwon");
+  EXPECT_EQ(d1->properties.at("pipeline"), "default");
+  EXPECT_EQ(d1->properties.at("amount"), "1500.50");
+  EXPECT_EQ(d1->properties.at("closedate"), "1796083200000");  // 2026-12-01T00:00:00Z
+  EXPECT_TRUE(hubspot_.associations("deals", "companies").count({d1->id, c1}));
+  EXPECT_TRUE(hubspot_.associations("contacts", "companies").count({hubspot_.find("contacts", "k1")->id, c1}));
+  EXPECT_TRUE(hubspot_.associations("contacts", "companies").count({hubspot_.find("contacts", "k2")->id, c2}));
+  EXPECT_EQ(q("SELECT hubspot_company_link FROM deals WHERE id = 'd1'"), c1);
+
+  // Pushed again: the association is not made again.
+  const int links = hubspot_.requests_of("associate");
+  request("deal", "d1", "upsert", "2026-03-02T09:00:00Z");
+  drain();
+  EXPECT_EQ(hubspot_.upserts_of("deals", "d1"), 2);
+  EXPECT_EQ(hubspot_.requests_of("associate"), links);
+}
+
+TEST_F(SyncTest, ARefusedBatchIsSplitUntilTheBadRowsAreAlone) {
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = "c" + std::to_string(i);
+    company(id, i == 3 || i == 7 ? "BAD" : "Good " + id);
+    request("company", id);
+  }
+  hubspot_.reject_value("name", "BAD");
+  const SyncPass p = drain();
+  EXPECT_EQ(p.completed, 8);
+  EXPECT_EQ(p.failed, 2);
+  for (int i = 0; i < 10; ++i) {
+    const std::string id = "c" + std::to_string(i);
+    const bool bad = i == 3 || i == 7;
+    EXPECT_EQ(hubspot_.find("companies", id).has_value(), !bad) << id;
+    EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = '" + id + "'"), bad ? "failed" : "synced");
+  }
+  const std::string error = q("SELECT last_error FROM sync_queue j WHERE entity_id = 'c3'");
+  EXPECT_NE(error.find("400 VALIDATION_ERROR"), std::string::npos) << error;
+  EXPECT_NE(error.find("correlationId"), std::string::npos) << error;
+  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue WHERE entity_id = 'c3'"), "failed 1");
+  // 10 -> 5+5 -> each bad half down to one row: far fewer than one request per row twice.
+  EXPECT_LE(hubspot_.requests_of("upsert"), 13);
+}
+
+TEST_F(SyncTest, RetriesHonourRetryAfterAndA429HoldsEveryInstance) {
+  company("c1", "Acme");
+  request("company", "c1");
+  hubspot_.http().script(FakeHubspot::upsert_path("companies"),
+                         {status(503), status(429, {{"Retry-After", "1"}},
+                                             R"({"status":"error","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"})")});
+  SyncPass p = once();  // 503
+  EXPECT_EQ(p.retried, 1);
+  EXPECT_EQ(q("SELECT status || ' ' || in_doubt FROM sync_queue"), "pending true");  // a 5xx may have acted
+  std::this_thread::sleep_for(100ms);
+  // The 5xx left the job in doubt: it is read back first (not there), then pushed.
+  p = once();  // 429
+  EXPECT_EQ(p.retried, 1);
+  EXPECT_EQ(hubspot_.requests_of("read", "companies"), 1);
+  EXPECT_EQ(q("SELECT in_doubt FROM sync_queue"), "f");  // a 429 did nothing
+  // Held for everyone for the Retry-After second: nothing is claimed.
+  EXPECT_EQ(q("SELECT next_at > clock_timestamp() + interval '500 ms' FROM api_slots WHERE api = 'hubspot'"), "t");
+  EXPECT_EQ(once().claimed, 0);
+  drain(5s);
+  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue"), "completed 3");
+  EXPECT_EQ(hubspot_.upserts_of("companies", "c1"), 1);
+  EXPECT_NE(metrics_text(metrics_).find("crm_worker_retries_total{api=\"hubspot\"} 2"), std::string::npos);
+}
+
+TEST_F(SyncTest, OutOfAttemptsIsDeadVisibleAndRedrivable) {
+  company("c1", "Acme");
+  company("c2", "Globex");
+  request("company", "c1");
+  request("company", "c2");
+  hubspot_.http().script(FakeHubspot::upsert_path("companies"), {status(500)});
+  hubspot_.http().script(FakeHubspot::read_path("companies"), {status(502), status(502)});
+  drain(3s);
+  EXPECT_EQ(q("SELECT string_agg(status || ' ' || attempts, ',') FROM sync_queue"), "dead 3,dead 3");
+  EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = 'c1'"), "failed");
+  ASSERT_TRUE(executor().report().is_ok());
+  const std::string text = metrics_text(metrics_);
+  EXPECT_NE(text.find("crm_worker_sync_queue_jobs{status=\"dead\"} 2"), std::string::npos) << text;
+
+  const std::map<std::string, std::string> env = {{"CRM_WORKER_DATABASE_URL", db_.url()}};
+  auto [code, listing] = run_cli({"sync", "list"}, env);
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(listing.find("c1"), std::string::npos) << listing;
+  EXPECT_NE(listing.find("HubSpot answered"), std::string::npos) << listing;
+  EXPECT_EQ(run_cli({"sync", "redrive"}, env).first, 2);  // --id or --all
+  auto [redrive_code, redriven] = run_cli({"sync", "redrive", "--all"}, env);
+  EXPECT_EQ(redrive_code, 0);
+  EXPECT_NE(redriven.find("2 job(s) pending again"), std::string::npos) << redriven;
+  drain();
+  EXPECT_EQ(q("SELECT string_agg(status, ',') FROM sync_queue"), "completed,completed");
+  EXPECT_EQ(run_cli({"sync", "redrive", "--id", "1"}, env).first, 1);  // not failed now
+}
+
+TEST_F(SyncTest, OtherClientErrorsFailAtOnceWithTheErrorKept) {
+  company("c1", "Acme");
+  request("company", "c1");
+  hubspot_.http().script(FakeHubspot::upsert_path("companies"),
+                         {status(403, {}, R"({"status":"error","message":"This app hasn't been granted all required scopes","correlationId":"k-1","category":"MISSING_SCOPES"})")});
+  const SyncPass p = drain();
+  EXPECT_EQ(p.failed, 1);
+  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue"), "failed 1");
+  EXPECT_NE(q("SELECT last_error FROM sync_queue").find("MISSING_SCOPES"), std::string::npos);
+}
+
+TEST_F(SyncTest, DeletesArchiveTheObjectWhetherOrNotTheRowIsStillThere) {
+  company("c1", "Acme");
+  company("c2", "Globex");
+  request("company", "c1");
+  request("company", "c2");
+  drain();
+  const std::string c1 = hubspot_.find("companies", "c1")->id;
+  const std::string c2 = hubspot_.find("companies", "c2")->id;
+  // c1 still has its row (and its id); c2's row is gone; c3 was never synced.
+  sql("DELETE FROM companies WHERE id = 'c2'");
+  request("company", "c1", "delete", "2026-03-02T09:00:00Z");
+  request("company", "c2", "delete", "2026-03-02T09:00:00Z");
+  request("company", "c3", "delete", "2026-03-02T09:00:00Z");
+  const SyncPass p = drain();
+  EXPECT_EQ(p.completed, 3);
+  EXPECT_TRUE(hubspot_.find_by_id("companies", c1)->archived);
+  EXPECT_TRUE(hubspot_.find_by_id("companies", c2)->archived);
+  EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = 'c1'"), "archived");
+  EXPECT_EQ(hubspot_.requests_of("archive"), 1);
+  // An upsert request older than the delete does not bring c1 back.
+  request("company", "c1", "upsert", "2026-03-01T10:00:00Z");
+  drain();
+  EXPECT_FALSE(hubspot_.find("companies", "c1"));
+}
+
+TEST_F(SyncTest, AnUpsertOfARowThatDoesNotExistFailsWithAReason) {
+  request("company", "ghost");
+  drain();
+  EXPECT_EQ(q("SELECT status FROM sync_queue"), "failed");
+  EXPECT_NE(q("SELECT last_error FROM sync_queue").find("no company row 'ghost'"), std::string::npos);
+  EXPECT_EQ(hubspot_.requests_of("upsert"), 0);
+}
+
+TEST_F(SyncTest, ATakenOverLeaseCannotOverwriteAndTheNewOwnerDoesNotPushTwice) {
+  company("c1", "Acme");
+  request("company", "c1");
+  // Worker "dead" claims with a short lease, pushes, and dies before recording.
+  std::vector<db::SyncJob> claimed;
+  {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    claimed = db::claim_sync_jobs(tx, "dead", Millis{300}, 100);
+    tx.commit();
+  }
+  ASSERT_EQ(claimed.size(), 1u);
+  hubspot_.seed("companies", {{"crm_id", "c1"}, {"name", "Acme"}, {"domain", "c1.example"},
+                              {"phone", ""}, {"city", ""}, {"state", ""}});
+  // Not before the lease ends.
+  EXPECT_EQ(once().claimed, 0);
+  std::this_thread::sleep_for(400ms);
+  const SyncPass p = once();
+  EXPECT_EQ(p.claimed, 1);
+  EXPECT_EQ(p.completed, 1);
+  // Read back, found as it would be pushed: not pushed again.
+  EXPECT_EQ(hubspot_.requests_of("read", "companies"), 1);
+  EXPECT_EQ(hubspot_.requests_of("upsert"), 0);
+  EXPECT_EQ(q("SELECT hubspot_company_id FROM companies"), hubspot_.find("companies", "c1")->id);
+
+  // The dead worker's late outcome changes nothing.
+  db::SyncOutcome late;
+  late.job = &claimed.front();
+  late.kind = db::SyncOutcome::Kind::kFailed;
+  late.error = "late";
+  late.row_status = "failed";
+  auto c = db_.connect();
+  pqxx::work tx(*c);
+  EXPECT_TRUE(db::record_sync_outcomes(tx, "dead", {late}, 3).empty());
+  tx.commit();
+  EXPECT_EQ(q("SELECT status FROM sync_queue"), "completed");
+  EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies"), "synced");
+}
+
+TEST_F(SyncTest, OneJobPerEntityInFlightAndARetryAbsorbsTheNewerRequest) {
+  company("c1", "Acme");
+  request("company", "c1");
+  std::vector<db::SyncJob> first;
+  {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100);
+    tx.commit();
+  }
+  ASSERT_EQ(first.size(), 1u);
+  // A newer request while the first is in flight: a new pending job that
+  // waits for it.
+  request("company", "c1", "delete", "2026-03-02T09:00:00Z");
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue"), 2);
+  EXPECT_EQ(once().claimed, 0);
+  // The first job is refused for now: it takes the newer request over.
+  {
+    db::SyncOutcome retry;
+    retry.job = &first.front();
+    retry.kind = db::SyncOutcome::Kind::kRetry;
+    retry.error = "503";
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    EXPECT_EQ(db::record_sync_outcomes(tx, "w1", {retry}, 3).size(), 1u);
+    tx.commit();
+  }
+  EXPECT_EQ(q("SELECT count(*) || ' ' || min(operation) || ' ' || min(status) FROM sync_queue"), "1 delete pending");
+}
+
+TEST_F(SyncTest, TheSharedBudgetIsCountedInTheDatabase) {
+  auto c = db_.connect();
+  const std::vector<db::RateWindow> windows{{3, Millis{10000}}};
+  for (int i = 0; i < 3; ++i) {
+    pqxx::work tx(*c);
+    EXPECT_FALSE(db::take_api_request(tx, "hubspot", windows, Millis{0})) << i;
+    tx.commit();
+  }
+  pqxx::work tx(*c);
+  const auto wait = db::take_api_request(tx, "hubspot", windows, Millis{0});
+  ASSERT_TRUE(wait);
+  EXPECT_GT(*wait, Millis{9000});
+  EXPECT_LE(*wait, Millis{10000});
+  EXPECT_EQ(db::api_requests_in(tx, "hubspot", Millis{10000}), 3);
+}
+
+TEST_F(SyncTest, TwoExecutorsShareTheQueueAndNeverExceedTheLimit) {
+  // HubSpot's headers say 4 requests per 500 ms: both executors learn it
+  // from their first answer and count every request in the database.
+  hubspot_.set_rate_limit(4, 500ms);
+  config_.hubspot.batch_size = 1;
+  constexpr int kCompanies = 16;
+  for (int i = 0; i < kCompanies; ++i) {
+    company("c" + std::to_string(i), "Company " + std::to_string(i));
+    request("company", "c" + std::to_string(i));
+  }
+  SyncExecutor a(config_, db_.conninfo(), metrics_, "a");
+  SyncExecutor b(config_, db_.conninfo(), metrics_, "b");
+  std::atomic<bool> stop{false};
+  std::thread ta([&] { a.run(stop); });
+  std::thread tb([&] { b.run(stop); });
+  const bool done = wait_until([&] {
+    return db_.count("SELECT count(*) FROM sync_queue WHERE status = 'completed'") == kCompanies;
+  }, 30s);
+  stop = true;
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(done) << q("SELECT string_agg(status, ',') FROM sync_queue");
+  EXPECT_EQ(hubspot_.rate_limit_violations(), 0);
+  EXPECT_LE(hubspot_.max_requests_in_any_interval(), 4);
+  for (int i = 0; i < kCompanies; ++i) EXPECT_EQ(hubspot_.upserts_of("companies", "c" + std::to_string(i)), 1);
+  std::printf("two executors: %d requests, at most %d in any 500 ms\n", hubspot_.requests_of("upsert"),
+              hubspot_.max_requests_in_any_interval());
+}
+
+TEST_F(SyncTest, ItSlowsDownWhenHubspotSaysOthersSpentTheBudget) {
+  hubspot_.set_rate_limit(10, 1000ms);
+  config_.hubspot.batch_size = 1;
+  for (int i = 0; i < 6; ++i) {
+    company("c" + std::to_string(i), "Company " + std::to_string(i));
+    request("company", "c" + std::to_string(i));
+  }
+  // Another client of the app spends 8 of the 10.
+  http::Client other;
+  for (int i = 0; i < 8; ++i) {
+    http::Request r;
+    r.url = hubspot_.base_url() + FakeHubspot::read_path("companies");
+    r.headers = {{"Authorization", "Bearer other"}, {"Content-Type", "application/json"}};
+    r.body = R"({"inputs":[{"id":"x"}],"idProperty":"crm_id"})";
+    ASSERT_EQ(other.post(r).status / 100, 2);
+  }
+  drain(10s);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue WHERE status = 'completed'"), 6);
+  EXPECT_EQ(hubspot_.rate_limit_violations(), 0);
+}
+
+// A change made in HubSpot before we knew the object's id waits on the
+// timeline; when the sync writes the id back it applies, and applying it
+// queues no sync of its own (no ping-pong).
+TEST_F(SyncTest, AHubspotChangeWaitingForItsIdAppliesWhenTheIdIsWrittenBack) {
+  sql("INSERT INTO deals (id, name, stage, updated_at) VALUES ('d1', 'Big', 'proposal', '2026-03-01T08:00:00Z')");
+  const std::string hubspot_id = hubspot_.seed("deals", {{"crm_id", "d1"}, {"dealname", "Big"}});
+  const HistoryEvent change = cloud_event(
+      "hs1", "hubspot.object.changed", "2026-03-01T10:00:00Z",
+      R"({"object_type":"deal","object_id":")" + hubspot_id +
+          R"(","property":"dealstage","value":"closedlost","occurred_at":"2026-03-01T10:00:00Z"})");
+  ASSERT_TRUE(apply_events(conn_, {change}, 1, db::projection_options(config_)).is_ok());
+  EXPECT_EQ(q("SELECT stage FROM deals WHERE id = 'd1'"), "proposal");  // no row has that id yet
+  request("deal", "d1");
+  drain();
+  EXPECT_EQ(q("SELECT hubspot_deal_id FROM deals WHERE id = 'd1'"), hubspot_id);
+  EXPECT_EQ(q("SELECT stage FROM deals WHERE id = 'd1'"), "closed_lost");
+  EXPECT_EQ(q("SELECT updated_at = '2026-03-01T08:00:00Z' FROM deals WHERE id = 'd1'"), "t");
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue"), 1);
+}
+
+TEST_F(SyncTest, MetricsCountJobsAndTheOldestPendingAge) {
+  company("c1", "Acme");
+  request("company", "c1");
+  sql("UPDATE sync_queue SET created_at = now() - interval '90 seconds'");
+  ASSERT_TRUE(executor().report().is_ok());
+  std::string text = metrics_text(metrics_);
+  EXPECT_NE(text.find("crm_worker_sync_queue_jobs{status=\"pending\"} 1"), std::string::npos) << text;
+  EXPECT_GE(metric_sum(text, "crm_worker_sync_queue_oldest_pending_seconds"), 90);
+  drain();
+  ASSERT_TRUE(executor().report().is_ok());
+  text = metrics_text(metrics_);
+  EXPECT_NE(text.find("crm_worker_sync_queue_jobs{status=\"completed\"} 1"), std::string::npos);
+  EXPECT_EQ(metric_sum(text, "crm_worker_sync_queue_oldest_pending_seconds"), 0);
+  EXPECT_GE(metric_sum(text, "crm_worker_external_requests_total{api=\"hubspot\",code=\"200\"}"), 1);
+  EXPECT_EQ(text.find(kToken), std::string::npos);
+}
+
+// kill -9 after HubSpot accepted a batch, before its outcome was recorded:
+// after the lease the job comes back in doubt, is read back, and is not
+// pushed a second time.
+TEST(SyncCrash, KillNineAfterTheUpsertNeverPushesTwice) {
+  DevBrokerProcess broker(1, 1);
+  TestDatabase db;
+  FakeHubspot hubspot;
+  {
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    tx.exec("INSERT INTO companies (id, name) VALUES ('c1', 'Acme'), ('c2', 'Globex')");
+    tx.commit();
+    db::Database conn(db.conninfo());
+    ASSERT_TRUE(apply_events(conn,
+                             {cloud_event("r1", "crm.sync.requested", "2026-03-01T09:00:00Z",
+                                          R"({"entity_type":"company","entity_id":"c1","operation":"upsert"})"),
+                              cloud_event("r2", "crm.sync.requested", "2026-03-01T09:00:00Z",
+                                          R"({"entity_type":"company","entity_id":"c2","operation":"upsert"})")},
+                             1, db::ProjectionOptions{})
+                    .is_ok());
+  }
+  const std::string config = "[hubspot]\nbase_url = \"" + hubspot.base_url() + "\"\ntimeout = \"1s\"\n";
+  const std::map<std::string, std::string> env = {{"CRM_WORKER_HUBSPOT_TOKEN", kToken}};
+  std::map<std::string, std::string> crash_env = env;
+  crash_env["CRM_WORKER_CRASH_AT"] = "after_hubspot_upsert";
+  WorkerProcess crashing(db, broker.bootstrap(), crash_env, config);
+  auto code = crashing.process().wait(30s);
+  ASSERT_TRUE(code.has_value()) << crashing.process().log();
+  EXPECT_EQ(*code, 128 + SIGKILL);
+  EXPECT_EQ(hubspot.upserts_of("companies", "c1"), 1);
+  EXPECT_EQ(db.scalar("SELECT string_agg(status, ',') FROM sync_queue"), "in_progress,in_progress");
+
+  WorkerProcess worker(db, broker.bootstrap(), env, config);
+  ASSERT_TRUE(wait_until([&] {
+    return db.count("SELECT count(*) FROM sync_queue WHERE status = 'completed'") == 2;
+  }, 30s)) << worker.process().log();
+  EXPECT_EQ(hubspot.upserts_of("companies", "c1"), 1);
+  EXPECT_EQ(hubspot.upserts_of("companies", "c2"), 1);
+  EXPECT_EQ(hubspot.requests_of("read", "companies"), 1);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM companies WHERE hubspot_sync_status = 'synced' AND hubspot_company_id IS NOT NULL"), "2");
+  EXPECT_EQ(worker.process().log().find("canary"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace crm::test
