@@ -66,9 +66,9 @@ struct KafkaConfig {
 struct DatabaseConfig {
   // Masked when printed if it carries a password.
   std::string url = "postgresql:///crm";
-  // Not enforced yet: the daemon opens one connection for the consume loop,
-  // one for the follow-up executor and one for the Slack notifier (with a
-  // webhook); the HubSpot sync executor will size its pool from this.
+  // Not enforced: the daemon opens one connection each for the consume loop,
+  // the follow-up executor, the HubSpot sync executor and the Slack notifier
+  // (with a webhook). HubSpot's rate limit, not connections, bounds the sync.
   int pool_size = 2;
   Millis connect_timeout{5000};
   // Credential database_password only. libpq's own PGPASSWORD / PGPASSFILE
