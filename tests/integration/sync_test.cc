@@ -257,6 +257,37 @@ TEST_F(SyncTest, RetriesHonourRetryAfterAndA429HoldsEveryInstance) {
   EXPECT_NE(metrics_text(metrics_).find("crm_worker_retries_total{api=\"hubspot\"} 2"), std::string::npos);
 }
 
+// No answer (a hang past hubspot.timeout), or a 200 that cannot be read:
+// HubSpot may have applied the batch. The job is in doubt; its next attempt
+// reads back, finds the object as it would push it, and does not push.
+TEST_F(SyncTest, NoUsableAnswerPutsTheJobInDoubtAndItIsReadBackNotPushedAgain) {
+  for (const bool hang : {true, false}) {
+    SCOPED_TRACE(hang ? "hang" : "unreadable 200");
+    const std::string id = hang ? "c1" : "c2";
+    company(id, "Acme");
+    request("company", id);
+    Answer lost;
+    if (hang) {
+      lost.kind = Answer::Kind::kHang;
+    } else {
+      lost.status = 200;
+      lost.body = "<html>upstream said yes</html>";
+    }
+    hubspot_.http().script(FakeHubspot::upsert_path("companies"), {lost});
+    EXPECT_EQ(once().retried, 1);
+    EXPECT_EQ(q("SELECT in_doubt FROM sync_queue WHERE entity_id = '" + id + "'"), "t");
+    // HubSpot did apply it.
+    const std::string hubspot_id = hubspot_.seed(
+        "companies", {{"crm_id", id}, {"name", "Acme"}, {"domain", id + ".example"}, {"phone", ""},
+                      {"city", ""}, {"state", ""}});
+    std::this_thread::sleep_for(100ms);
+    drain();
+    EXPECT_EQ(q("SELECT status || ' ' || hubspot_company_id FROM sync_queue j JOIN companies c ON c.id = j.entity_id WHERE c.id = '" + id + "'"),
+              "completed " + hubspot_id);
+    EXPECT_EQ(hubspot_.upserts_of("companies", id), 0);  // only the lost one, which changed nothing here
+  }
+}
+
 TEST_F(SyncTest, OutOfAttemptsIsDeadVisibleAndRedrivable) {
   company("c1", "Acme");
   company("c2", "Globex");
