@@ -131,6 +131,44 @@ std::optional<Config> load_config_or_report(const Options& opts) {
   return r.config;
 }
 
+std::optional<long> limit_option(const Options& opts, long fallback) {
+  auto it = opts.values.find("--limit");
+  if (it == opts.values.end()) return fallback;
+  long limit = 0;
+  try {
+    std::size_t used = 0;
+    limit = std::stol(it->second, &used);
+    if (used != it->second.size()) throw std::invalid_argument("limit");
+  } catch (...) {
+    usage_error("--limit must be a number");
+    return std::nullopt;
+  }
+  if (limit < 1 || limit > 100000) {
+    usage_error("--limit must be from 1 to 100000");
+    return std::nullopt;
+  }
+  return limit;
+}
+
+int run_database_subcommand(const std::vector<std::string>& args, const std::string& command,
+                            std::vector<std::string> valued, const std::vector<std::string>& flags,
+                            const std::vector<std::pair<std::string, DatabaseSubcommand>>& subcommands) {
+  valued.push_back("--config");
+  Options opts;
+  std::string error;
+  if (!parse_options(args, valued, flags, &opts, &error)) return usage_error(error);
+  std::string names;
+  const DatabaseSubcommand* chosen = nullptr;
+  for (const auto& [name, body] : subcommands) {
+    names += (names.empty() ? "" : " or ") + name;
+    if (opts.positional.size() == 1 && opts.positional[0] == name) chosen = &body;
+  }
+  if (chosen == nullptr) return usage_error(command + " needs a subcommand: " + names);
+  auto config = load_config_or_report(opts);
+  if (!config) return kExitUsage;
+  return with_database(*config, [&](pqxx::connection& conn) { return (*chosen)(conn, *config, opts); });
+}
+
 int with_database(const Config& config, const std::function<int(pqxx::connection&)>& body) {
   try {
     pqxx::connection conn(database_conninfo(config));

@@ -27,15 +27,8 @@ std::string one_line(std::string s, size_t max) {
 }
 
 int dlq_list(pqxx::connection& conn, const Options& opts) {
-  long limit = 50;
-  if (auto it = opts.values.find("--limit"); it != opts.values.end()) {
-    try {
-      limit = std::stol(it->second);
-    } catch (...) {
-      return usage_error("--limit must be a number");
-    }
-    if (limit < 1 || limit > 100000) return usage_error("--limit must be from 1 to 100000");
-  }
+  const std::optional<long> limit = limit_option(opts, 50);
+  if (!limit) return kExitUsage;
   bool all = opts.flags.count("--all") != 0;
   pqxx::work tx(conn);
   pqxx::result r = tx.exec_params(
@@ -46,7 +39,7 @@ int dlq_list(pqxx::connection& conn, const Options& opts) {
       "       ELSE 'dead' END, error"
       " FROM dead_letters WHERE $1 OR replayed_at IS NULL"
       " ORDER BY first_failed_at DESC, id LIMIT $2",
-      all, limit);
+      all, *limit);
   std::printf("%-40s %-16s %-13s %-24s %3s %-20s %s\n", "ID", "REASON", "STATE", "TYPE", "TRY",
               "FIRST FAILED", "ERROR");
   for (const auto& row : r) {
@@ -97,20 +90,10 @@ int dlq_replay(pqxx::connection& conn, const Options& opts) {
 }  // namespace
 
 int command_dlq(const std::vector<std::string>& args) {
-  Options opts;
-  std::string error;
-  if (!parse_options(args, {"--config", "--id", "--limit"}, {"--all"}, &opts, &error)) {
-    return usage_error(error);
-  }
-  if (opts.positional.size() != 1 ||
-      (opts.positional[0] != "list" && opts.positional[0] != "replay")) {
-    return usage_error("dlq needs a subcommand: list or replay");
-  }
-  auto config = load_config_or_report(opts);
-  if (!config) return kExitUsage;
-  return with_database(*config, [&](pqxx::connection& conn) {
-    return opts.positional[0] == "list" ? dlq_list(conn, opts) : dlq_replay(conn, opts);
-  });
+  return run_database_subcommand(
+      args, "dlq", {"--id", "--limit"}, {"--all"},
+      {{"list", [](pqxx::connection& conn, const Config&, const Options& opts) { return dlq_list(conn, opts); }},
+       {"replay", [](pqxx::connection& conn, const Config&, const Options& opts) { return dlq_replay(conn, opts); }}});
 }
 
 }  // namespace crm

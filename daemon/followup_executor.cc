@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include "daemon/core/backoff.h"
+#include "daemon/core/stoppable.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
 #include "handlers/routing.h"
@@ -356,12 +357,6 @@ void FollowupExecutor::run(const std::atomic<bool>& stop) {
   }
   auto last_report = std::chrono::steady_clock::time_point{};
   int failures = 0;
-  auto pause = [&](Millis d) {
-    const auto until = std::chrono::steady_clock::now() + d;
-    while (!stop.load() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  };
   while (!stop.load()) {
     if (std::chrono::steady_clock::now() - last_report >= kReportEvery) {
       if (Status s = report(); s) last_report = std::chrono::steady_clock::now();
@@ -372,7 +367,7 @@ void FollowupExecutor::run(const std::atomic<bool>& stop) {
         log::warn("follow-up executor: database error, retrying", {{"error", pass.status().message()}});
       }
       std::uniform_real_distribution<double> unit(0.0, 1.0);
-      pause(backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
+      sleep_unless_stopped(stop, backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
       continue;
     }
     failures = 0;

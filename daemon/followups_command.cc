@@ -26,22 +26,15 @@ int followups_list(pqxx::connection& conn, const Options& opts) {
   if (std::find(std::begin(kStatuses), std::end(kStatuses), status) == std::end(kStatuses)) {
     return usage_error("--status must be one of scheduled, sending, sent, cancelled, failed, dead");
   }
-  long limit = 50;
-  if (auto it = opts.values.find("--limit"); it != opts.values.end()) {
-    try {
-      limit = std::stol(it->second);
-    } catch (...) {
-      return usage_error("--limit must be a number");
-    }
-    if (limit < 1 || limit > 100000) return usage_error("--limit must be from 1 to 100000");
-  }
+  const std::optional<long> limit = limit_option(opts, 50);
+  if (!limit) return kExitUsage;
   pqxx::work tx(conn);
   const pqxx::result r = tx.exec_params(
       "SELECT id, kind, coalesce(prospect_id, ''),"
       "  to_char(due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), attempts,"
       "  coalesce(cancel_reason, last_error, '')"
       " FROM followups WHERE status = $1 ORDER BY due_at, id LIMIT $2",
-      status, limit);
+      status, *limit);
   std::printf("%-36s %-13s %-20s %-20s %3s %s\n", "ID", "KIND", "PROSPECT", "DUE", "TRY", "NOTE");
   for (const auto& row : r) {
     std::printf("%-36s %-13s %-20s %-20s %3d %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str(),
@@ -84,22 +77,10 @@ int followups_resolve(pqxx::connection& conn, const Config& config, const Option
 }  // namespace
 
 int command_followups(const std::vector<std::string>& args) {
-  Options opts;
-  std::string error;
-  if (!parse_options(args, {"--config", "--id", "--status", "--limit"}, {"--sent", "--not-sent"}, &opts,
-                     &error)) {
-    return usage_error(error);
-  }
-  if (opts.positional.size() != 1 ||
-      (opts.positional[0] != "list" && opts.positional[0] != "resolve")) {
-    return usage_error("followups needs a subcommand: list or resolve");
-  }
-  auto config = load_config_or_report(opts);
-  if (!config) return kExitUsage;
-  return with_database(*config, [&](pqxx::connection& conn) {
-    return opts.positional[0] == "list" ? followups_list(conn, opts)
-                                        : followups_resolve(conn, *config, opts);
-  });
+  return run_database_subcommand(
+      args, "followups", {"--id", "--status", "--limit"}, {"--sent", "--not-sent"},
+      {{"list", [](pqxx::connection& conn, const Config&, const Options& opts) { return followups_list(conn, opts); }},
+       {"resolve", followups_resolve}});
 }
 
 }  // namespace crm

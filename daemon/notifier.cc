@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include "daemon/core/backoff.h"
+#include "daemon/core/stoppable.h"
 #include "daemon/logging.h"
 #include "db/followups.h"
 #include "http/retry.h"
@@ -171,11 +172,7 @@ void Notifier::run(const std::atomic<bool>& stop) {
       if (*sent) continue;
       if (wait) pause = std::clamp(*wait, kMinWait, kMaxWait);
     }
-    const auto until = std::chrono::steady_clock::now() + pause;
-    while (!stop.load() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-          until - std::chrono::steady_clock::now(), std::chrono::milliseconds(50)));
-    }
+    sleep_unless_stopped(stop, pause);
   }
 }
 

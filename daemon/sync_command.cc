@@ -29,17 +29,10 @@ int sync_list(pqxx::connection& conn, const Options& opts) {
       return usage_error("--status must be one of pending, in_progress, completed, failed, dead, all");
     }
   }
-  long limit = 50;
-  if (auto it = opts.values.find("--limit"); it != opts.values.end()) {
-    try {
-      limit = std::stol(it->second);
-    } catch (...) {
-      return usage_error("--limit must be a number");
-    }
-    if (limit < 1 || limit > 100000) return usage_error("--limit must be from 1 to 100000");
-  }
+  const std::optional<long> limit = limit_option(opts, 50);
+  if (!limit) return kExitUsage;
   pqxx::work tx(conn);
-  const auto jobs = db::list_sync_jobs(tx, statuses, static_cast<int>(limit));
+  const auto jobs = db::list_sync_jobs(tx, statuses, static_cast<int>(*limit));
   std::printf("%-8s %-8s %-24s %-7s %-12s %3s %-20s %s\n", "JOB", "TYPE", "ENTITY", "OP", "STATUS",
               "TRY", "UPDATED", "LAST ERROR");
   for (const auto& j : jobs) {
@@ -86,20 +79,10 @@ int sync_redrive(pqxx::connection& conn, const Options& opts) {
 }  // namespace
 
 int command_sync(const std::vector<std::string>& args) {
-  Options opts;
-  std::string error;
-  if (!parse_options(args, {"--config", "--id", "--status", "--limit"}, {"--all"}, &opts, &error)) {
-    return usage_error(error);
-  }
-  if (opts.positional.size() != 1 ||
-      (opts.positional[0] != "list" && opts.positional[0] != "redrive")) {
-    return usage_error("sync needs a subcommand: list or redrive");
-  }
-  auto config = load_config_or_report(opts);
-  if (!config) return kExitUsage;
-  return with_database(*config, [&](pqxx::connection& conn) {
-    return opts.positional[0] == "list" ? sync_list(conn, opts) : sync_redrive(conn, opts);
-  });
+  return run_database_subcommand(
+      args, "sync", {"--id", "--status", "--limit"}, {"--all"},
+      {{"list", [](pqxx::connection& conn, const Config&, const Options& opts) { return sync_list(conn, opts); }},
+       {"redrive", [](pqxx::connection& conn, const Config&, const Options& opts) { return sync_redrive(conn, opts); }}});
 }
 
 }  // namespace crm

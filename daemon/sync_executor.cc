@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "daemon/core/backoff.h"
+#include "daemon/core/stoppable.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
 #include "db/followups.h"
@@ -137,9 +138,10 @@ SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const
     }
     if (held.empty()) return {};
     if (!wait) break;
-    const auto until = std::chrono::steady_clock::now() + std::min(*wait, kMaxWait);
-    while (std::chrono::steady_clock::now() < until && !(stop_ != nullptr && stop_->load())) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (stop_ != nullptr) {
+      sleep_unless_stopped(*stop_, std::min(*wait, kMaxWait));
+    } else {
+      std::this_thread::sleep_for(std::min(*wait, kMaxWait));
     }
   }
 
@@ -612,12 +614,6 @@ void SyncExecutor::run(const std::atomic<bool>& stop) {
   }
   auto last_report = std::chrono::steady_clock::time_point{};
   int failures = 0;
-  auto pause = [&](Millis d) {
-    const auto until = std::chrono::steady_clock::now() + d;
-    while (!stop.load() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  };
   while (!stop.load()) {
     if (std::chrono::steady_clock::now() - last_report >= kReportEvery) {
       if (Status s = report(); s) last_report = std::chrono::steady_clock::now();
@@ -632,7 +628,7 @@ void SyncExecutor::run(const std::atomic<bool>& stop) {
         log::warn("HubSpot sync executor: database error, retrying", {{"error", pass.status().message()}});
       }
       std::uniform_real_distribution<double> unit(0.0, 1.0);
-      pause(backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
+      sleep_unless_stopped(stop, backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
       continue;
     }
     failures = 0;
