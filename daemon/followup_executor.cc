@@ -8,7 +8,7 @@
 #include <boost/json.hpp>
 
 #include "daemon/core/backoff.h"
-#include "daemon/core/stoppable.h"
+#include "daemon/executor_loop.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
 #include "handlers/routing.h"
@@ -27,7 +27,6 @@ constexpr Millis kMinWait{20};
 // Beyond SendGrid's own timeout, for recording its answer.
 constexpr Millis kLeaseMargin{10000};
 constexpr int kFinishAttempts = 5;
-constexpr auto kReportEvery = std::chrono::seconds(5);
 
 db::SendWindow send_window(const FollowupsConfig& c) {
   db::SendWindow w;
@@ -355,34 +354,26 @@ void FollowupExecutor::run(const std::atomic<bool>& stop) {
   } else if (std::find(kinds_.begin(), kinds_.end(), "email") == kinds_.end()) {
     log::warn("follow-up emails wait: the SendGrid API key or sendgrid.from_email is not set");
   }
-  auto last_report = std::chrono::steady_clock::time_point{};
-  int failures = 0;
-  while (!stop.load()) {
-    if (std::chrono::steady_clock::now() - last_report >= kReportEvery) {
-      if (Status s = report(); s) last_report = std::chrono::steady_clock::now();
-    }
+  ExecutorLoop loop;
+  loop.name = "follow-up executor";
+  loop.report = [this] { return report(); };
+  loop.step = [this]() -> Result<bool> {
     Result<FirePass> pass = fire_due();
-    if (!pass) {
-      if (failures++ % 10 == 0) {
-        log::warn("follow-up executor: database error, retrying", {{"error", pass.status().message()}});
-      }
-      std::uniform_real_distribution<double> unit(0.0, 1.0);
-      sleep_unless_stopped(stop, backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
-      continue;
-    }
-    failures = 0;
-    if (pass->more) continue;
+    if (!pass) return pass.status();
+    return pass->more;
+  };
+  loop.idle_wait = [this] {
     std::optional<Millis> next;
     Status s = db_.transact([&](pqxx::work& tx) {
       next = db::next_due_in(tx, kinds_);
       return Status::ok();
     });
-    Millis wait = kMaxWait;
     // Due but not claimable (another executor or an event's transaction
     // holds it): look again shortly, not in a tight loop.
-    if (s && next) wait = std::clamp(*next, kMinWait, kMaxWait);
-    db_.await_notification(wait);
-  }
+    return s && next ? std::clamp(*next, kMinWait, kMaxWait) : kMaxWait;
+  };
+  loop.await = [this](Millis wait) { db_.await_notification(wait); };
+  run_executor_loop(stop, loop, rng_);
   stop_ = nullptr;
 }
 

@@ -8,6 +8,7 @@
 
 #include "daemon/core/backoff.h"
 #include "daemon/core/stoppable.h"
+#include "daemon/executor_loop.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
 #include "db/followups.h"
@@ -30,7 +31,6 @@ constexpr Millis kDailyHold{600000};
 constexpr Millis kMaxWait{1000};
 constexpr Millis kMinWait{250};
 constexpr int kRecordAttempts = 5;
-constexpr auto kReportEvery = std::chrono::seconds(5);
 
 std::string trim_slash(std::string url) {
   while (!url.empty() && url.back() == '/') url.pop_back();
@@ -612,27 +612,17 @@ void SyncExecutor::run(const std::atomic<bool>& stop) {
   if (!config_.hubspot.token.is_set()) {
     log::warn("HubSpot sync jobs wait: the HubSpot token (CRM_WORKER_HUBSPOT_TOKEN) is not set");
   }
-  auto last_report = std::chrono::steady_clock::time_point{};
-  int failures = 0;
-  while (!stop.load()) {
-    if (std::chrono::steady_clock::now() - last_report >= kReportEvery) {
-      if (Status s = report(); s) last_report = std::chrono::steady_clock::now();
-    }
-    if (!config_.hubspot.token.is_set()) {
-      db_.await_notification(std::chrono::milliseconds(kMaxWait.count()));
-      continue;
-    }
+  ExecutorLoop loop;
+  loop.name = "HubSpot sync executor";
+  loop.report = [this] { return report(); };
+  loop.step = [this]() -> Result<bool> {
+    if (!config_.hubspot.token.is_set()) return false;
     Result<SyncPass> pass = run_once();
-    if (!pass) {
-      if (failures++ % 10 == 0) {
-        log::warn("HubSpot sync executor: database error, retrying", {{"error", pass.status().message()}});
-      }
-      std::uniform_real_distribution<double> unit(0.0, 1.0);
-      sleep_unless_stopped(stop, backoff_delay(std::min(failures, 6), Millis{250}, Millis{5000}, unit(rng_)));
-      continue;
-    }
-    failures = 0;
-    if (pass->more) continue;
+    if (!pass) return pass.status();
+    return pass->more;
+  };
+  loop.idle_wait = [this] {
+    if (!config_.hubspot.token.is_set()) return kMaxWait;
     std::optional<Millis> next;
     Millis held{0};
     Status s = db_.transact([&](pqxx::work& tx) {
@@ -640,10 +630,10 @@ void SyncExecutor::run(const std::atomic<bool>& stop) {
       held = db::api_slot_wait(tx, kApi);
       return Status::ok();
     });
-    Millis wait = kMaxWait;
-    if (s && next) wait = std::clamp(std::max(*next, held), kMinWait, kMaxWait);
-    db_.await_notification(std::chrono::milliseconds(wait.count()));
-  }
+    return s && next ? std::clamp(std::max(*next, held), kMinWait, kMaxWait) : kMaxWait;
+  };
+  loop.await = [this](Millis wait) { db_.await_notification(wait); };
+  run_executor_loop(stop, loop, rng_);
   stop_ = nullptr;
 }
 
