@@ -21,10 +21,10 @@ constexpr const char* kApi = "hubspot";
 // Beyond one request's timeout, for taking budget and recording the answer
 // (the lease is renewed before every request, so this bounds one step).
 constexpr Millis kLeaseMargin{5000};
-// Between counting a request and HubSpot receiving it: every window is
-// widened by this much, so a request sent a little late still fits the
-// window HubSpot counts it in.
-constexpr Millis kBudgetMargin{250};
+// Every window is widened by this much. A request counts in the window
+// from the moment its answer came (no earlier than HubSpot saw it), so this
+// only absorbs how HubSpot rounds its own window's edges.
+constexpr Millis kBudgetMargin{100};
 constexpr Millis kConfigWindow{10000};
 // A 429 for the day's budget: look again after this long.
 constexpr Millis kDailyHold{600000};
@@ -37,19 +37,56 @@ std::string trim_slash(std::string url) {
   return url;
 }
 
+// A token or scope refusal: HubSpot is left alone for this long (every job
+// would fail the same way until an operator fixes it).
+constexpr Millis kAuthHold{60000};
+
 bool ok_status(const http::Response& r) {
   return r.outcome == http::Outcome::kAnswered && r.status >= 200 && r.status < 300;
 }
 
-// HubSpot may write a number back in its own form ("1500.00" -> "1500").
-bool same_value(const std::string& a, const std::string& b) {
-  if (a == b) return true;
-  if (a.empty() || b.empty()) return false;
-  char* end_a = nullptr;
-  char* end_b = nullptr;
-  const double x = std::strtod(a.c_str(), &end_a);
-  const double y = std::strtod(b.c_str(), &end_b);
-  return *end_a == '\0' && *end_b == '\0' && x == y;
+// Whether HubSpot holds a property as we would push it. Exact, except
+// where HubSpot writes the value back in its own form: amount as a number
+// ("1500.00" -> "1500"), closedate as an ISO time for our epoch
+// milliseconds ("1796083200000" -> "2026-12-01T00:00:00Z").
+bool same_property(const std::string& name, const std::string& ours, const std::string& theirs) {
+  if (ours == theirs) return true;
+  if (ours.empty() || theirs.empty()) return false;
+  if (name == "amount") {
+    char* end_a = nullptr;
+    char* end_b = nullptr;
+    const double x = std::strtod(ours.c_str(), &end_a);
+    const double y = std::strtod(theirs.c_str(), &end_b);
+    return *end_a == '\0' && *end_b == '\0' && x == y;
+  }
+  if (name == "closedate") {
+    const auto ms = std::strtoll(ours.c_str(), nullptr, 10);
+    const std::string date = format_rfc3339(Timestamp{ms * 1000}).substr(0, 10);
+    return theirs.size() >= 10 && theirs.compare(0, 10, date) == 0 &&
+           (theirs.size() == 10 || theirs.substr(10, 9) == "T00:00:00");
+  }
+  return false;
+}
+
+enum class Judgement {
+  kOk,
+  kRetry,       // nothing certain happened: try again later
+  kRowError,    // refused for something in the inputs: split to find the rows
+  kBatchError,  // refused whatever the rows: the token, the scopes, the endpoint
+};
+
+Judgement judge(const http::Response& r) {
+  if (ok_status(r)) return Judgement::kOk;
+  if (r.outcome != http::Outcome::kAnswered) return Judgement::kRetry;
+  // 423 Locked (two seconds) and 477 Migration in Progress are HubSpot's own
+  // "later" (REFERENCE.md §3.4).
+  if (r.status == 423 || r.status == 477 || http::classify(r) == http::Verdict::kRetry) {
+    return Judgement::kRetry;
+  }
+  switch (r.status) {
+    case 401: case 403: case 404: case 405: case 414: case 415: return Judgement::kBatchError;
+    default: return Judgement::kRowError;
+  }
 }
 
 std::string failure_text(const http::Response& r) {
@@ -69,11 +106,14 @@ struct SyncExecutor::Pass {
   std::map<long long, db::SyncOutcome> outcomes;
   std::set<long long> lost;      // the claim was taken over
   std::set<long long> verified;  // read back in this pass: no longer in doubt
+  std::set<long long> waiting;   // given back: their company goes first
   int requests = 0;
   bool stopping = false;
   bool broken = false;  // the database failed mid-pass
 
-  bool open(const db::SyncJob* j) const { return !outcomes.count(j->id) && !lost.count(j->id); }
+  bool open(const db::SyncJob* j) const {
+    return !outcomes.count(j->id) && !lost.count(j->id) && !waiting.count(j->id);
+  }
   bool doubtful(const db::SyncJob* j) const { return j->in_doubt && !verified.count(j->id); }
   db::SyncOutcome& set(const db::SyncJob* j, db::SyncOutcome::Kind kind, std::string error = {}) {
     db::SyncOutcome& o = outcomes[j->id];
@@ -104,11 +144,14 @@ SyncExecutor::SyncExecutor(const Config& config, std::string conninfo,
   db_.listen("crm_sync");
 }
 
-SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const std::string& body) {
-  std::vector<db::RateWindow> windows{{config_.hubspot.requests_per_10s, kConfigWindow}};
-  if (learned_) windows.push_back(*learned_);
+SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, Jobs& jobs,
+                                      const std::function<std::string(const Jobs&)>& body) {
+  const std::vector<db::RateWindow> windows{{config_.hubspot.requests_per_10s, kConfigWindow}};
   const Millis lease = config_.hubspot.timeout + kLeaseMargin;
+  long long counted = 0;
   for (int failures = 0;;) {
+    std::erase_if(jobs, [&](const db::SyncJob* j) { return pass.lost.count(j->id) != 0; });
+    if (jobs.empty()) return {};
     if (stop_ != nullptr && stop_->load()) {
       pass.stopping = true;
       return {};
@@ -117,10 +160,10 @@ SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const
     for (const auto& j : pass.jobs) {
       if (!pass.lost.count(j.id)) live.push_back(j);
     }
-    std::optional<Millis> wait;
+    db::ApiTake take;
     std::vector<long long> held;
     Status s = db_.transact([&](pqxx::work& tx) {
-      wait = db::take_api_request(tx, kApi, windows, kBudgetMargin);
+      take = db::take_api_request(tx, kApi, windows, kBudgetMargin);
       held = db::renew_sync_leases(tx, instance_, live, lease);
       return Status::ok();
     });
@@ -133,15 +176,22 @@ SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const
       std::this_thread::sleep_for(std::chrono::milliseconds(200 * failures));
       continue;
     }
+    bool lost_some = false;
     for (const auto& j : live) {
-      if (std::find(held.begin(), held.end(), j.id) == held.end()) pass.lost.insert(j.id);
+      if (std::find(held.begin(), held.end(), j.id) != held.end()) continue;
+      pass.lost.insert(j.id);
+      lost_some = lost_some || std::any_of(jobs.begin(), jobs.end(),
+                                           [&](const db::SyncJob* r) { return r->id == j.id; });
     }
-    if (held.empty()) return {};
-    if (!wait) break;
+    if (lost_some) continue;  // the request is built again without them
+    if (!take.wait) {
+      counted = take.request;
+      break;
+    }
     if (stop_ != nullptr) {
-      sleep_unless_stopped(*stop_, std::min(*wait, kMaxWait));
+      sleep_unless_stopped(*stop_, std::min(*take.wait, kMaxWait));
     } else {
-      std::this_thread::sleep_for(std::min(*wait, kMaxWait));
+      std::this_thread::sleep_for(std::min(*take.wait, kMaxWait));
     }
   }
 
@@ -149,13 +199,20 @@ SyncExecutor::Sent SyncExecutor::call(Pass& pass, const std::string& path, const
   request.url = trim_slash(config_.hubspot.base_url) + path;
   request.headers = {{"Authorization", "Bearer " + config_.hubspot.token.reveal()},
                      {"Content-Type", "application/json"}};
-  request.body = body;
+  request.body = body(jobs);
   request.timeout = config_.hubspot.timeout;
   Sent sent;
   sent.response = http_.post(request);
   sent.sent = true;
   ++pass.requests;
   metrics_.external_request(kApi, http::response_code_label(sent.response), sent.response.seconds);
+  // From now on the budget counts the request from its answer: no earlier
+  // than HubSpot saw it, however late it got there.
+  Status s = db_.transact([&](pqxx::work& tx) {
+    db::api_request_answered(tx, counted);
+    return Status::ok();
+  });
+  (void)s;
   if (sent.response.outcome == http::Outcome::kAnswered) learn_budget(sent.response);
   return sent;
 }
@@ -166,31 +223,32 @@ void SyncExecutor::learn_budget(const http::Response& response) {
   int budget = *h.max;
   // Little left: other clients of the app may be spending it. What is ours
   // to spend is what we sent in the window plus what HubSpot says remains.
-  if (h.remaining && *h.remaining < *h.max / 4) {
-    int ours = 0;
-    Status s = db_.transact([&](pqxx::work& tx) {
-      ours = db::api_requests_in(tx, kApi, *h.interval);
-      return Status::ok();
-    });
-    if (s) budget = std::clamp(ours + *h.remaining, 1, *h.max);
-  }
-  if (!learned_ || learned_->max != budget || learned_->interval != *h.interval) {
-    if (budget < *h.max) {
-      log::info("HubSpot budget low: slowing down",
-                {{"remaining", *h.remaining}, {"budget", budget}, {"max", *h.max}});
+  std::optional<db::RateWindow> shared;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    if (h.remaining && *h.remaining < *h.max / 4) {
+      budget = std::clamp(db::api_requests_in(tx, kApi, *h.interval) + *h.remaining, 1, *h.max);
     }
-    learned_ = db::RateWindow{budget, *h.interval};
+    const db::RateWindow window{budget, *h.interval};
+    shared = db::api_window(tx, kApi);
+    if (!shared || shared->max != window.max || shared->interval != window.interval) {
+      db::set_api_window(tx, kApi, window);
+    }
+    return Status::ok();
+  });
+  if (!s) return;
+  if (budget < *h.max && (!learned_ || learned_->max != budget)) {
+    log::info("HubSpot budget low: slowing down",
+              {{"remaining", h.remaining.value_or(0)}, {"budget", budget}, {"max", *h.max}});
   }
+  learned_ = db::RateWindow{budget, *h.interval};
 }
 
-void SyncExecutor::refused(Pass& pass, const std::vector<const db::SyncJob*>& jobs,
-                           const http::Response& response) {
+void SyncExecutor::refused(Pass& pass, const Jobs& jobs, const http::Response& response) {
+  const bool limited = response.outcome == http::Outcome::kAnswered && response.status == 429;
   // Did HubSpot possibly act? Not when nothing was sent or it said 429.
-  const bool maybe_acted =
-      !(response.outcome == http::Outcome::kNotSent ||
-        (response.outcome == http::Outcome::kAnswered && response.status == 429));
+  const bool maybe_acted = !(response.outcome == http::Outcome::kNotSent || limited);
   std::optional<Millis> after = http::retry_after(response, now_timestamp());
-  if (response.outcome == http::Outcome::kAnswered && response.status == 429) {
+  if (limited) {
     Millis hold = after.value_or(learned_ ? learned_->interval : kConfigWindow);
     if (!after && hubspot::daily_limit_hit(response)) {
       hold = kDailyHold;
@@ -211,6 +269,8 @@ void SyncExecutor::refused(Pass& pass, const std::vector<const db::SyncJob*>& jo
     if (!pass.open(j)) continue;
     db::SyncOutcome& o = pass.set(j, db::SyncOutcome::Kind::kRetry, error);
     o.in_doubt = pass.doubtful(j) || maybe_acted;
+    // HubSpot would not look at it: the attempt does not count.
+    o.refund_attempt = limited;
     o.delay = backoff_delay(j->attempts - 1, config_.retry.initial_backoff,
                             config_.retry.max_backoff, unit(rng_));
     if (after) o.delay = std::max(o.delay, *after);
@@ -218,86 +278,114 @@ void SyncExecutor::refused(Pass& pass, const std::vector<const db::SyncJob*>& jo
   metrics_.retry(kApi);
 }
 
-std::optional<std::map<std::string, hubspot::Object>> SyncExecutor::read(
-    Pass& pass, const std::string& type, const std::vector<const db::SyncJob*>& jobs,
-    const std::vector<std::string>& properties) {
-  std::vector<std::string> ids;
-  for (const auto* j : jobs) ids.push_back(j->entity_id);
-  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/read",
-                      hubspot::read_body(ids, config_.hubspot.id_property, properties));
-  if (!s.sent) return std::nullopt;
-  const http::Response& r = s.response;
-  std::map<std::string, hubspot::Object> found;
-  if (ok_status(r)) {
-    if (auto results = hubspot::parse_results(r.body)) {
-      for (auto& obj : *results) {
-        auto it = obj.properties.find(config_.hubspot.id_property);
-        if (it != obj.properties.end()) found[it->second] = std::move(obj);
-      }
-      for (const auto* j : jobs) pass.verified.insert(j->id);
-      return found;
-    }
-  } else if (r.outcome == http::Outcome::kAnswered && http::classify(r) == http::Verdict::kGiveUp) {
-    // A read HubSpot refuses for good: the push will be refused the same
-    // way, and its answer decides.
-    return found;
+void SyncExecutor::refused_for_good(Pass& pass, const Jobs& jobs, const http::Response& response) {
+  const std::string error = hubspot::error_summary(response);
+  for (const db::SyncJob* j : jobs) {
+    if (pass.open(j)) pass.set(j, db::SyncOutcome::Kind::kFailed, error);
   }
-  refused(pass, jobs, r);
-  return std::nullopt;
+  if (response.status == 401 || response.status == 403) {
+    log::error("HubSpot refused the token or its scopes: syncing paused; fix it, then "
+               "`crm-worker sync redrive --all`",
+               {{"error", error}, {"pause_ms", static_cast<long long>(kAuthHold.count())}});
+    Status s = db_.transact([&](pqxx::work& tx) {
+      db::hold_api_slot(tx, kApi, kAuthHold);
+      return Status::ok();
+    });
+    (void)s;
+  }
 }
 
-void SyncExecutor::push(Pass& pass, const std::string& type, std::vector<const db::SyncJob*> jobs,
+SyncExecutor::ReadBack SyncExecutor::read(Pass& pass, const std::string& type, Jobs jobs,
+                                          const std::vector<std::string>& properties) {
+  ReadBack out;
+  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/read", jobs,
+                      [&](const Jobs& js) {
+                        std::vector<std::string> ids;
+                        for (const auto* j : js) ids.push_back(j->entity_id);
+                        return hubspot::read_body(ids, config_.hubspot.id_property, properties);
+                      });
+  if (!s.sent) return out;
+  out.response = s.response;
+  const http::Response& r = s.response;
+  switch (judge(r)) {
+    case Judgement::kOk:
+      if (auto results = hubspot::parse_results(r.body)) {
+        for (auto& obj : *results) {
+          auto it = obj.properties.find(config_.hubspot.id_property);
+          if (it != obj.properties.end()) out.found[it->second] = std::move(obj);
+        }
+        for (const auto* j : jobs) pass.verified.insert(j->id);
+        out.kind = ReadBack::Kind::kRead;
+        return out;
+      }
+      break;  // an unreadable 2xx: as if no answer came
+    case Judgement::kRowError:
+    case Judgement::kBatchError:
+      out.kind = ReadBack::Kind::kRefused;
+      return out;
+    case Judgement::kRetry: break;
+  }
+  refused(pass, jobs, r);
+  out.kind = ReadBack::Kind::kRetried;
+  return out;
+}
+
+void SyncExecutor::push(Pass& pass, const std::string& type, Jobs jobs,
                         const std::map<std::string, db::SyncRow>& rows) {
   std::erase_if(jobs, [&](const db::SyncJob* j) { return !pass.open(j); });
   if (jobs.empty() || pass.stopping || pass.broken) return;
-  std::vector<hubspot::Input> inputs;
-  for (const auto* j : jobs) {
-    const db::SyncRow& row = rows.at(j->entity_id);
-    hubspot::Input in{j->entity_id, {}};
-    for (const auto& [k, v] : row.properties) in.properties[k] = v.value_or("");
-    in.properties[config_.hubspot.id_property] = j->entity_id;
-    inputs.push_back(std::move(in));
-  }
-  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/upsert",
-                      hubspot::upsert_body(inputs, config_.hubspot.id_property));
+  const Sent s = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/upsert", jobs,
+                      [&](const Jobs& js) {
+                        std::vector<hubspot::Input> inputs;
+                        for (const auto* j : js) {
+                          hubspot::Input in{j->entity_id, {}};
+                          for (const auto& [k, v] : rows.at(j->entity_id).properties) {
+                            in.properties[k] = v.value_or("");
+                          }
+                          in.properties[config_.hubspot.id_property] = j->entity_id;
+                          inputs.push_back(std::move(in));
+                        }
+                        return hubspot::upsert_body(inputs, config_.hubspot.id_property);
+                      });
   if (!s.sent) return;
   crash_point("after_hubspot_upsert");
   const http::Response& r = s.response;
-  if (ok_status(r)) {
-    auto results = hubspot::parse_results(r.body);
-    std::map<std::string, std::string> ids;
-    if (results) {
-      for (const auto& obj : *results) {
-        if (auto it = obj.properties.find(config_.hubspot.id_property); it != obj.properties.end()) {
-          ids[it->second] = obj.id;
+  switch (judge(r)) {
+    case Judgement::kOk: {
+      auto results = hubspot::parse_results(r.body);
+      std::map<std::string, std::string> ids;
+      if (results) {
+        for (const auto& obj : *results) {
+          if (auto it = obj.properties.find(config_.hubspot.id_property); it != obj.properties.end()) {
+            ids[it->second] = obj.id;
+          }
         }
       }
-    }
-    std::vector<const db::SyncJob*> unanswered;
-    for (const auto* j : jobs) {
-      if (auto it = ids.find(j->entity_id); it != ids.end()) {
-        pass.completed(j, it->second, "synced");
-      } else {
-        unanswered.push_back(j);
+      Jobs unanswered;
+      for (const auto* j : jobs) {
+        if (auto it = ids.find(j->entity_id); it != ids.end()) {
+          pass.completed(j, it->second, "synced");
+        } else {
+          unanswered.push_back(j);
+        }
       }
+      // Accepted, but the answer does not say what became of these: as if
+      // no answer came (read back before the next push).
+      if (!unanswered.empty()) {
+        http::Response silent = r;
+        silent.outcome = http::Outcome::kBadAnswer;
+        silent.error = results ? "the batch answer did not include the object"
+                               : "the batch answer could not be read";
+        refused(pass, unanswered, silent);
+      }
+      return;
     }
-    // Accepted, but the answer does not say what became of these: treat
-    // them as sent without an answer (read back before the next push).
-    if (!unanswered.empty()) {
-      http::Response silent = r;
-      silent.outcome = http::Outcome::kBadAnswer;
-      silent.error = results ? "the batch answer did not include the object"
-                             : "the batch answer could not be read";
-      refused(pass, unanswered, silent);
-    }
-    return;
+    case Judgement::kRetry: refused(pass, jobs, r); return;
+    case Judgement::kBatchError: refused_for_good(pass, jobs, r); return;
+    case Judgement::kRowError: break;
   }
-  if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
-    refused(pass, jobs, r);
-    return;
-  }
-  // Refused for good. Alone: this row is bad. Several: split until the bad
-  // ones are alone, so the good ones are synced.
+  // Refused for something in the inputs. Alone: this row is bad. Several:
+  // split until the bad ones are alone, so the good ones are synced.
   if (jobs.size() == 1) {
     pass.set(jobs.front(), db::SyncOutcome::Kind::kFailed, hubspot::error_summary(r)).row_status =
         "failed";
@@ -308,19 +396,20 @@ void SyncExecutor::push(Pass& pass, const std::string& type, std::vector<const d
   push(pass, type, {mid, jobs.end()}, rows);
 }
 
-void SyncExecutor::associate(Pass& pass, const std::string& type,
-                             std::vector<const db::SyncJob*> jobs,
+void SyncExecutor::associate(Pass& pass, const std::string& type, Jobs jobs,
                              const std::map<std::string, db::SyncRow>& rows) {
   if (jobs.empty() || pass.stopping || pass.broken) return;
-  std::vector<std::pair<std::string, std::string>> pairs;
-  for (const auto* j : jobs) {
-    const db::SyncOutcome& o = pass.outcomes.at(j->id);
-    pairs.emplace_back(*o.hubspot_id, *rows.at(j->entity_id).company_hubspot_id);
-  }
+  auto pair_of = [&](const db::SyncJob* j) {
+    return std::make_pair(*pass.outcomes.at(j->id).hubspot_id, *rows.at(j->entity_id).company_hubspot_id);
+  };
   const Sent s = call(pass,
                       "/crm/v4/associations/" + hubspot::object_type(type) +
                           "/companies/batch/associate/default",
-                      hubspot::associate_body(pairs));
+                      jobs, [&](const Jobs& js) {
+                        std::vector<std::pair<std::string, std::string>> pairs;
+                        for (const auto* j : js) pairs.push_back(pair_of(j));
+                        return hubspot::associate_body(pairs);
+                      });
   if (!s.sent) {
     // The objects are pushed; the association waits for the next attempt,
     // which reads them back rather than pushing them again.
@@ -333,85 +422,97 @@ void SyncExecutor::associate(Pass& pass, const std::string& type,
     return;
   }
   const http::Response& r = s.response;
-  if (ok_status(r)) {
-    for (std::size_t i = 0; i < jobs.size(); ++i) pass.outcomes.at(jobs[i]->id).linked_company = pairs[i].second;
-    return;
-  }
-  if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
-    // Pushed but not associated: retried, and read back before being pushed.
-    for (const auto* j : jobs) pass.outcomes.erase(j->id);
-    refused(pass, jobs, r);
-    for (const auto* j : jobs) pass.outcomes.at(j->id).in_doubt = true;
-    return;
-  }
-  if (jobs.size() == 1) {
-    db::SyncOutcome& o = pass.outcomes.at(jobs.front()->id);
-    o.kind = db::SyncOutcome::Kind::kFailed;
-    o.error = "pushed, but the association with its company was refused: " + hubspot::error_summary(r);
-    return;
+  switch (judge(r)) {
+    case Judgement::kOk:
+      for (const auto* j : jobs) pass.outcomes.at(j->id).linked_company = pair_of(j).second;
+      return;
+    case Judgement::kRetry:
+      // Pushed but not associated: retried, and read back before any push.
+      for (const auto* j : jobs) pass.outcomes.erase(j->id);
+      refused(pass, jobs, r);
+      for (const auto* j : jobs) pass.outcomes.at(j->id).in_doubt = true;
+      return;
+    case Judgement::kBatchError:
+    case Judgement::kRowError:
+      if (jobs.size() == 1 || judge(r) == Judgement::kBatchError) {
+        for (const auto* j : jobs) {
+          db::SyncOutcome& o = pass.outcomes.at(j->id);
+          o.kind = db::SyncOutcome::Kind::kFailed;
+          o.error = "pushed, but the association with its company was refused: " +
+                    hubspot::error_summary(r);
+        }
+        return;
+      }
+      break;
   }
   const auto mid = jobs.begin() + static_cast<std::ptrdiff_t>(jobs.size() / 2);
   associate(pass, type, {jobs.begin(), mid}, rows);
   associate(pass, type, {mid, jobs.end()}, rows);
 }
 
-void SyncExecutor::upsert(Pass& pass, const std::vector<const db::SyncJob*>& jobs) {
+void SyncExecutor::upsert(Pass& pass, const Jobs& jobs) {
   const std::string type = jobs.front()->entity_type;
   std::vector<std::string> ids;
   for (const auto* j : jobs) ids.push_back(j->entity_id);
   std::map<std::string, db::SyncRow> rows;
+  std::set<std::string> coming;  // companies of these rows on their way to HubSpot
   Status s = db_.transact([&](pqxx::work& tx) {
     rows = db::load_sync_rows(tx, type, ids, deals_);
+    std::vector<std::string> companies;
+    for (const auto& [id, row] : rows) {
+      if (row.company_id && !row.company_hubspot_id) companies.push_back(*row.company_id);
+    }
+    coming = db::companies_on_their_way(tx, companies);
     return Status::ok();
   });
   if (!s) {
     pass.broken = true;
     return;
   }
-  std::vector<const db::SyncJob*> todo, doubtful;
+  Jobs todo, doubtful;
   for (const auto* j : jobs) {
-    if (!rows.count(j->entity_id)) {
+    auto row = rows.find(j->entity_id);
+    if (row == rows.end()) {
       pass.set(j, db::SyncOutcome::Kind::kFailed,
                "no " + type + " row '" + j->entity_id + "' to push (not written by the web app, "
                "or deleted without a delete request)");
+      continue;
+    }
+    // Its company goes first: this job is given back, and waits for it.
+    if (row->second.company_id && !row->second.company_hubspot_id &&
+        coming.count(*row->second.company_id)) {
+      pass.waiting.insert(j->id);
       continue;
     }
     todo.push_back(j);
     if (pass.doubtful(j)) doubtful.push_back(j);
   }
 
-  // In doubt: what HubSpot already holds is not pushed again.
-  std::set<long long> already;
+  // In doubt: what HubSpot already holds as we would push it is not pushed again.
   if (!doubtful.empty()) {
     std::vector<std::string> properties{config_.hubspot.id_property};
     for (const auto& [k, v] : rows.at(doubtful.front()->entity_id).properties) properties.push_back(k);
-    if (auto found = read(pass, type, doubtful, properties)) {
-      for (const auto* j : doubtful) {
-        auto it = found->find(j->entity_id);
-        if (it == found->end()) continue;
-        bool same = true;
-        for (const auto& [k, v] : rows.at(j->entity_id).properties) {
-          auto p = it->second.properties.find(k);
-          if (!same_value(v.value_or(""), p == it->second.properties.end() ? "" : p->second)) {
-            same = false;
-            break;
-          }
-        }
-        if (same) {
-          pass.completed(j, it->second.id, "synced");
-          already.insert(j->id);
+    const ReadBack back = read(pass, type, doubtful, properties);
+    if (back.kind == ReadBack::Kind::kNotSent) return;
+    for (const auto* j : doubtful) {
+      auto it = back.found.find(j->entity_id);
+      if (it == back.found.end() || !pass.open(j)) continue;
+      bool same = true;
+      for (const auto& [k, v] : rows.at(j->entity_id).properties) {
+        auto p = it->second.properties.find(k);
+        if (!same_property(k, v.value_or(""), p == it->second.properties.end() ? "" : p->second)) {
+          same = false;
+          break;
         }
       }
+      if (same) pass.completed(j, it->second.id, "synced");
     }
+    // A refused read: the push's own answer decides.
   }
-  std::vector<const db::SyncJob*> to_push;
-  for (const auto* j : todo) {
-    if (pass.open(j)) to_push.push_back(j);
-  }
-  push(pass, type, to_push, rows);
+  push(pass, type, todo, rows);
 
   if (type == "company") return;
-  std::vector<const db::SyncJob*> links;
+  Jobs links;
   for (const auto* j : todo) {
     auto it = pass.outcomes.find(j->id);
     if (it == pass.outcomes.end() || it->second.kind != db::SyncOutcome::Kind::kCompleted ||
@@ -422,8 +523,8 @@ void SyncExecutor::upsert(Pass& pass, const std::vector<const db::SyncJob*>& job
     if (!row.company_id) continue;
     if (!row.company_hubspot_id) {
       it->second.kind = db::SyncOutcome::Kind::kFailed;
-      it->second.error = "pushed without its association: company '" + *row.company_id +
-                         "' is not in HubSpot (see its sync job)";
+      it->second.error = "pushed without its association: the sync of company '" + *row.company_id +
+                         "' failed (see `crm-worker sync list`)";
       continue;
     }
     if (row.linked_company_hubspot_id == row.company_hubspot_id) continue;
@@ -432,7 +533,7 @@ void SyncExecutor::upsert(Pass& pass, const std::vector<const db::SyncJob*>& job
   associate(pass, type, links, rows);
 }
 
-void SyncExecutor::archive(Pass& pass, const std::vector<const db::SyncJob*>& jobs) {
+void SyncExecutor::archive(Pass& pass, const Jobs& jobs) {
   const std::string type = jobs.front()->entity_type;
   std::vector<std::string> ids;
   for (const auto* j : jobs) ids.push_back(j->entity_id);
@@ -447,43 +548,69 @@ void SyncExecutor::archive(Pass& pass, const std::vector<const db::SyncJob*>& jo
   }
   // Rows the web app already deleted (or never synced here): found in
   // HubSpot by our id, if they are there at all.
-  std::vector<const db::SyncJob*> unknown;
+  Jobs unknown;
   for (const auto* j : jobs) {
     if (!known.count(j->entity_id)) unknown.push_back(j);
   }
   if (!unknown.empty()) {
-    auto found = read(pass, type, unknown, {config_.hubspot.id_property});
-    if (!found) return;
-    for (const auto* j : unknown) {
-      if (auto it = found->find(j->entity_id); it != found->end()) {
-        known[j->entity_id] = it->second.id;
-      } else if (pass.open(j)) {
-        pass.completed(j, std::nullopt, "archived");  // nothing in HubSpot to archive
-      }
+    const ReadBack back = read(pass, type, unknown, {config_.hubspot.id_property});
+    switch (back.kind) {
+      case ReadBack::Kind::kNotSent:
+      case ReadBack::Kind::kRetried: return;
+      case ReadBack::Kind::kRefused:
+        // Not knowing is not "not there": the object may still be in HubSpot.
+        if (judge(back.response) == Judgement::kBatchError) {
+          refused_for_good(pass, unknown, back.response);
+        } else {
+          for (const auto* j : unknown) {
+            if (pass.open(j)) {
+              pass.set(j, db::SyncOutcome::Kind::kFailed,
+                       "could not look the object up to archive it: " + hubspot::error_summary(back.response));
+            }
+          }
+        }
+        break;
+      case ReadBack::Kind::kRead:
+        for (const auto* j : unknown) {
+          if (auto it = back.found.find(j->entity_id); it != back.found.end()) {
+            known[j->entity_id] = it->second.id;
+          } else if (pass.open(j)) {
+            pass.completed(j, std::nullopt, "archived");  // nothing in HubSpot to archive
+          }
+        }
+        break;
     }
   }
-  std::function<void(std::vector<const db::SyncJob*>)> send = [&](std::vector<const db::SyncJob*> batch) {
+  std::function<void(Jobs)> send = [&](Jobs batch) {
     std::erase_if(batch, [&](const db::SyncJob* j) { return !pass.open(j); });
     if (batch.empty() || pass.stopping || pass.broken) return;
-    std::vector<std::string> hubspot_ids;
-    for (const auto* j : batch) hubspot_ids.push_back(known.at(j->entity_id));
-    const Sent sent = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/archive",
-                           hubspot::archive_body(hubspot_ids));
+    const Sent sent = call(pass, "/crm/v3/objects/" + hubspot::object_type(type) + "/batch/archive", batch,
+                           [&](const Jobs& js) {
+                             std::vector<std::string> hubspot_ids;
+                             for (const auto* j : js) hubspot_ids.push_back(known.at(j->entity_id));
+                             return hubspot::archive_body(hubspot_ids);
+                           });
     if (!sent.sent) return;
     const http::Response& r = sent.response;
-    if (ok_status(r)) {
-      for (const auto* j : batch) pass.completed(j, std::nullopt, "archived");
-    } else if (r.outcome != http::Outcome::kAnswered || http::classify(r) == http::Verdict::kRetry) {
-      refused(pass, batch, r);
-      // Archiving twice is harmless: nothing to read back first.
-      for (const auto* j : batch) pass.outcomes.at(j->id).in_doubt = false;
-    } else if (batch.size() == 1) {
-      pass.set(batch.front(), db::SyncOutcome::Kind::kFailed, hubspot::error_summary(r));
-    } else {
-      const auto mid = batch.begin() + static_cast<std::ptrdiff_t>(batch.size() / 2);
-      send({batch.begin(), mid});
-      send({mid, batch.end()});
+    switch (judge(r)) {
+      case Judgement::kOk:
+        for (const auto* j : batch) pass.completed(j, std::nullopt, "archived");
+        return;
+      case Judgement::kRetry:
+        refused(pass, batch, r);
+        // Archiving twice is harmless: nothing to read back first.
+        for (const auto* j : batch) pass.outcomes.at(j->id).in_doubt = false;
+        return;
+      case Judgement::kBatchError: refused_for_good(pass, batch, r); return;
+      case Judgement::kRowError: break;
     }
+    if (batch.size() == 1) {
+      pass.set(batch.front(), db::SyncOutcome::Kind::kFailed, hubspot::error_summary(r));
+      return;
+    }
+    const auto mid = batch.begin() + static_cast<std::ptrdiff_t>(batch.size() / 2);
+    send({batch.begin(), mid});
+    send({mid, batch.end()});
   };
   send(jobs);
 }
@@ -542,7 +669,8 @@ Result<SyncPass> SyncExecutor::run_once() {
   Pass pass;
   s = db_.transact([&](pqxx::work& tx) {
     pass.jobs = db::claim_sync_jobs(tx, instance_, config_.hubspot.timeout + kLeaseMargin,
-                                    config_.hubspot.batch_size);
+                                    config_.hubspot.batch_size, config_.retry.max_attempts,
+                                    next_type_++);
     return Status::ok();
   });
   if (!s) return s;
@@ -551,7 +679,7 @@ Result<SyncPass> SyncExecutor::run_once() {
   out.claimed = static_cast<int>(pass.jobs.size());
   out.more = true;
 
-  std::vector<const db::SyncJob*> upserts, deletes;
+  Jobs upserts, deletes;
   for (const auto& j : pass.jobs) (j.operation == "delete" ? deletes : upserts).push_back(&j);
   if (!deletes.empty()) archive(pass, deletes);
   if (!upserts.empty() && !pass.broken) upsert(pass, upserts);

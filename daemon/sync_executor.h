@@ -30,6 +30,7 @@
 // of the app are spending it).
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -73,26 +74,37 @@ class SyncExecutor {
 
  private:
   struct Pass;
+  using Jobs = std::vector<const db::SyncJob*>;
   struct Sent {
     http::Response response;
-    bool sent = false;  // false: the claim was lost or the executor is stopping
+    bool sent = false;  // false: every job was lost, or the executor is stopping
   };
-  Sent call(Pass& pass, const std::string& path, const std::string& body);
+  // One request for `jobs`, within the shared budget, after renewing the
+  // claim's lease. Jobs found lost meanwhile are dropped from `jobs` and the
+  // body is built again without them: a job another worker took over is
+  // never pushed by this one.
+  Sent call(Pass& pass, const std::string& path, Jobs& jobs,
+            const std::function<std::string(const Jobs&)>& body);
   void learn_budget(const http::Response& response);
-  void upsert(Pass& pass, const std::vector<const db::SyncJob*>& jobs);
-  void archive(Pass& pass, const std::vector<const db::SyncJob*>& jobs);
-  void push(Pass& pass, const std::string& type, std::vector<const db::SyncJob*> jobs,
+  void upsert(Pass& pass, const Jobs& jobs);
+  void archive(Pass& pass, const Jobs& jobs);
+  void push(Pass& pass, const std::string& type, Jobs jobs,
             const std::map<std::string, db::SyncRow>& rows);
-  void associate(Pass& pass, const std::string& type, std::vector<const db::SyncJob*> jobs,
+  void associate(Pass& pass, const std::string& type, Jobs jobs,
                  const std::map<std::string, db::SyncRow>& rows);
-  // Reads objects by our ids: our id -> HubSpot's object (absent: not in
-  // HubSpot). nullopt when the read could not be made: the jobs are retried.
-  std::optional<std::map<std::string, hubspot::Object>> read(
-      Pass& pass, const std::string& type, const std::vector<const db::SyncJob*>& jobs,
-      const std::vector<std::string>& properties);
+  struct ReadBack {
+    enum class Kind { kRead, kRefused, kRetried, kNotSent } kind = Kind::kNotSent;
+    std::map<std::string, hubspot::Object> found;  // our id -> HubSpot's object
+    http::Response response;
+  };
+  // Reads objects by our ids. kRetried: the jobs got their retry outcome.
+  ReadBack read(Pass& pass, const std::string& type, Jobs jobs,
+                const std::vector<std::string>& properties);
   // The answer was "try again later" (or none came): every job retries.
-  void refused(Pass& pass, const std::vector<const db::SyncJob*>& jobs,
-               const http::Response& response);
+  void refused(Pass& pass, const Jobs& jobs, const http::Response& response);
+  // A 4xx that says nothing about the rows (auth, scopes, the endpoint):
+  // every job fails with it, and a token or scope problem pauses HubSpot.
+  void refused_for_good(Pass& pass, const Jobs& jobs, const http::Response& response);
   Status record(Pass& pass);
 
   const Config& config_;
@@ -105,8 +117,9 @@ class SyncExecutor {
   std::mt19937_64 rng_{std::random_device{}()};
   const std::atomic<bool>* stop_ = nullptr;
   // What HubSpot's headers said last (the app's window and how much of it
-  // is ours to spend).
+  // is ours to spend), as written to the shared slot row.
   std::optional<db::RateWindow> learned_;
+  std::size_t next_type_ = 0;  // the entity type a claim starts with, rotating
 };
 
 }  // namespace crm

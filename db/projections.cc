@@ -913,6 +913,13 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   }
 }
 
+void lock_sync_entities(pqxx::transaction_base& tx,
+                        const std::vector<std::pair<std::string, std::string>>& entities) {
+  std::set<std::string> keys;
+  for (const auto& [type, id] : entities) keys.insert("sync:" + type + ":" + id);
+  lock_keys(tx, keys);
+}
+
 void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& entity_type,
                                const std::vector<std::string>& local_ids,
                                const ProjectionOptions& options) {

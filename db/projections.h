@@ -118,6 +118,14 @@ ProjectionOptions projection_options(const Config& config);
 void project(pqxx::transaction_base& tx, const std::vector<FactRow>& new_rows,
              const ProjectionOptions& options);
 
+// Takes the advisory locks a batch takes for these sync entities ((type,
+// id) as in sync_queue), until the transaction ends: whoever changes the
+// entity's pending job (the enqueue of a crm.sync.requested, the sync
+// executor folding a newer request into a job that goes back to pending)
+// holds it, so the two never race into the one-pending-job index.
+void lock_sync_entities(pqxx::transaction_base& tx,
+                        const std::vector<std::pair<std::string, std::string>>& entities);
+
 // Recomputes the HubSpot-owned fields of these local rows (entity_type
 // company, contact or deal; ids as in sync_queue.entity_id) from the HubSpot
 // changes on the timeline, and the deal_value of their prospects. The sync

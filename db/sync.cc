@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include "db/projections.h"
+
 namespace crm::db {
 namespace {
 
@@ -15,9 +17,9 @@ std::string to_json(const std::vector<std::string>& values) {
   return json::serialize(a);
 }
 
-// [{"job":id,"claimed_at":"..."}]: a claim's jobs, for matching them exactly.
+// [{"job":id,"claim":µs}]: a claim's jobs, for matching them exactly.
 json::object claim_ref(const SyncJob& job) {
-  return json::object{{"job", job.id}, {"claimed_at", job.claimed_at}};
+  return json::object{{"job", job.id}, {"claim", job.claim}};
 }
 
 std::string claim_refs(const std::vector<SyncJob>& jobs) {
@@ -34,28 +36,29 @@ std::optional<std::string> opt(const pqxx::field& f) {
 // A deal or contact due to be pushed whose company is not in HubSpot and
 // never had a job gets one now, so the company is pushed first and the
 // association can be made. ('-infinity': any real request is newer.)
-// Deals or contacts due to be pushed whose company is not in HubSpot and
-// never had a job get one now, so the company is pushed first and the
-// association can be made. ('-infinity': any real request is newer.)
-// $1 entity type (contact, deal), $2 how many due jobs to look at.
-constexpr const char* kEnqueueCompanies = R"SQL(
-WITH due AS (
-  SELECT j.entity_id FROM sync_queue j
-  WHERE j.entity_type = $1 AND j.status = 'pending' AND j.next_attempt_at <= now()
-    AND j.operation = 'upsert'
-  ORDER BY j.next_attempt_at, j.id
-  LIMIT $2
-), deps AS (
-  SELECT d.company_id FROM due JOIN deals d ON $1 = 'deal' AND d.id = due.entity_id
-  UNION
-  SELECT c.company_id FROM due JOIN contacts c ON $1 = 'contact' AND c.id = due.entity_id
-)
-INSERT INTO sync_queue (entity_type, entity_id, operation, requested_at)
-SELECT 'company', co.id, 'upsert', '-infinity'
-FROM deps JOIN companies co ON co.id = deps.company_id
-WHERE co.hubspot_company_id IS NULL
-  AND NOT EXISTS (SELECT 1 FROM sync_queue k WHERE k.entity_type = 'company' AND k.entity_id = co.id)
-ON CONFLICT DO NOTHING
+// Companies (not in HubSpot) of deals and contacts about to be pushed: the
+// ones that never had a job get one ('-infinity': any real request is
+// newer); returned are those with a job pending or in flight now.
+constexpr const char* kOnTheirWay = R"SQL(
+WITH c AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+queued AS (
+  INSERT INTO sync_queue (entity_type, entity_id, operation, requested_at)
+  SELECT 'company', c.id, 'upsert', '-infinity' FROM c
+  WHERE NOT EXISTS (SELECT 1 FROM sync_queue k WHERE k.entity_type = 'company' AND k.entity_id = c.id)
+  ON CONFLICT DO NOTHING
+  RETURNING entity_id)
+SELECT entity_id FROM queued
+UNION
+SELECT k.entity_id FROM sync_queue k JOIN c ON k.entity_type = 'company' AND k.entity_id = c.id
+WHERE k.status IN ('pending', 'in_progress')
+)SQL";
+
+// Jobs whose worker died during their last allowed attempt: dead, not
+// claimed again (a job that kills its worker every time must end). $1 max.
+constexpr const char* kBuryExpired = R"SQL(
+UPDATE sync_queue SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+  last_error = 'its worker stopped during each of its ' || attempts || ' attempts (killed or crashed while pushing it)'
+WHERE status = 'in_progress' AND lease_expires_at < now() AND attempts >= $1
 )SQL";
 
 // $1 entity type, $2 owner, $3 lease (ms), $4 limit.
@@ -73,8 +76,15 @@ WITH expired AS (
   ORDER BY j.lease_expires_at
   LIMIT $4
   FOR UPDATE OF j SKIP LOCKED
+), scan AS (
+  -- The first due jobs in order, at most 10 batches' worth: jobs blocked
+  -- behind their company must not make every claim read the whole backlog.
+  SELECT id FROM sync_queue
+  WHERE entity_type = $1 AND status = 'pending' AND next_attempt_at <= now()
+  ORDER BY next_attempt_at, id
+  LIMIT 10 * $4
 ), due AS (
-  SELECT j.id FROM sync_queue j
+  SELECT j.id FROM scan JOIN sync_queue j ON j.id = scan.id
   WHERE j.entity_type = $1 AND j.status = 'pending' AND j.next_attempt_at <= now()
     -- One job per entity in flight.
     AND NOT EXISTS (
@@ -106,15 +116,16 @@ UPDATE sync_queue q SET
   updated_at = now()
 FROM pick
 WHERE q.id = pick.id
-RETURNING q.id, q.entity_type, q.entity_id, q.operation, q.attempts, q.in_doubt, q.claimed_at::text
+RETURNING q.id, q.entity_type, q.entity_id, q.operation, q.attempts, q.in_doubt,
+  (extract(epoch FROM q.claimed_at) * 1000000)::bigint
 )SQL";
 
 // $1 owner, $2 claim refs, $3 lease (ms).
 constexpr const char* kRenew = R"SQL(
 UPDATE sync_queue q SET lease_expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
-FROM jsonb_to_recordset($2::jsonb) AS c(job bigint, claimed_at text)
+FROM jsonb_to_recordset($2::jsonb) AS c(job bigint, claim bigint)
 WHERE q.id = c.job AND q.status = 'in_progress' AND q.lease_owner = $1
-  AND q.claimed_at = c.claimed_at::timestamptz
+  AND (extract(epoch FROM q.claimed_at) * 1000000)::bigint = c.claim
 RETURNING q.id
 )SQL";
 
@@ -123,9 +134,13 @@ RETURNING q.id
 // time), so there is still one pending job per entity. $1 owner, $2 refs.
 constexpr const char* kAbsorbPending = R"SQL(
 WITH mine AS (
+  -- Locked, and the claim re-checked on the row as it is then: a job taken
+  -- over meanwhile does not absorb anything.
   SELECT q.id, q.entity_type, q.entity_id
-  FROM sync_queue q JOIN jsonb_to_recordset($2::jsonb) AS c(job bigint, claimed_at text) ON q.id = c.job
-  WHERE q.status = 'in_progress' AND q.lease_owner = $1 AND q.claimed_at = c.claimed_at::timestamptz
+  FROM sync_queue q JOIN jsonb_to_recordset($2::jsonb) AS c(job bigint, claim bigint) ON q.id = c.job
+  WHERE q.status = 'in_progress' AND q.lease_owner = $1
+    AND (extract(epoch FROM q.claimed_at) * 1000000)::bigint = c.claim
+  FOR UPDATE OF q
 ), newer AS (
   DELETE FROM sync_queue s USING mine
   WHERE s.entity_type = mine.entity_type AND s.entity_id = mine.entity_id AND s.status = 'pending'
@@ -141,7 +156,7 @@ FROM newer WHERE q.id = newer.job
 // time, which the HubSpot conflict rule compares with) is left alone.
 constexpr const char* kRecord = R"SQL(
 WITH o AS (
-  SELECT * FROM jsonb_to_recordset($2::jsonb) AS o(job bigint, claimed_at text, kind text,
+  SELECT * FROM jsonb_to_recordset($2::jsonb) AS o(job bigint, claim bigint, kind text,
     error text, delay_ms bigint, in_doubt boolean, refund boolean, hubspot_id text, linked text,
     row_status text)
 ), j AS (
@@ -162,7 +177,7 @@ WITH o AS (
     updated_at = now()
   FROM o
   WHERE q.id = o.job AND q.status = 'in_progress' AND q.lease_owner = $1
-    AND q.claimed_at = o.claimed_at::timestamptz
+    AND (extract(epoch FROM q.claimed_at) * 1000000)::bigint = o.claim
   RETURNING q.id, q.entity_type, q.entity_id, q.status
 ), x AS (
   SELECT o.hubspot_id, o.linked, j.entity_type, j.entity_id,
@@ -235,8 +250,21 @@ WHERE $1 = 'deal' AND id IN (SELECT jsonb_array_elements_text($2::jsonb)) AND hu
 // budget through it, one at a time.
 constexpr const char* kSlotWaitLocked = R"SQL(
 SELECT CASE WHEN next_at > clock_timestamp()
-            THEN ceil(extract(epoch FROM next_at - clock_timestamp()) * 1000)::bigint ELSE 0 END
+            THEN ceil(extract(epoch FROM next_at - clock_timestamp()) * 1000)::bigint ELSE 0 END,
+  window_max, window_ms
 FROM api_slots WHERE api = $1 FOR UPDATE
+)SQL";
+
+constexpr const char* kRequestAnswered = R"SQL(
+UPDATE api_requests SET at = clock_timestamp() WHERE id = $1
+)SQL";
+
+constexpr const char* kSetWindow = R"SQL(
+UPDATE api_slots SET window_max = $2, window_ms = $3 WHERE api = $1
+)SQL";
+
+constexpr const char* kWindow = R"SQL(
+SELECT window_max, window_ms FROM api_slots WHERE api = $1 AND window_max IS NOT NULL AND window_ms IS NOT NULL
 )SQL";
 
 constexpr const char* kSlotWait = R"SQL(
@@ -259,7 +287,7 @@ ORDER BY at DESC OFFSET $3::int - 1 LIMIT 1
 )SQL";
 
 constexpr const char* kCountRequest = R"SQL(
-INSERT INTO api_requests (api, at) VALUES ($1, clock_timestamp())
+INSERT INTO api_requests (api, at) VALUES ($1, clock_timestamp()) RETURNING id
 )SQL";
 
 constexpr const char* kRequestsIn = R"SQL(
@@ -332,10 +360,10 @@ std::string outcomes_json(const std::vector<SyncOutcome>& outcomes, bool refund)
   for (const auto& o : outcomes) {
     json::object x = claim_ref(*o.job);
     x["kind"] = outcome_kind(o.kind);
+    x["refund"] = refund || o.refund_attempt;
     x["error"] = o.error.empty() ? json::value(nullptr) : json::value(o.error);
     x["delay_ms"] = static_cast<std::int64_t>(std::max<long long>(0, o.delay.count()));
     x["in_doubt"] = o.in_doubt;
-    x["refund"] = refund;
     x["hubspot_id"] = nullable(o.hubspot_id);
     x["linked"] = nullable(o.linked_company);
     x["row_status"] = nullable(o.row_status);
@@ -348,10 +376,21 @@ std::vector<long long> write_outcomes(pqxx::transaction_base& tx, const std::str
                                       const std::vector<SyncOutcome>& outcomes, int max_attempts,
                                       bool refund) {
   std::vector<SyncJob> going_back;
+  std::vector<std::pair<std::string, std::string>> entities;
   for (const auto& o : outcomes) {
-    if (o.kind == SyncOutcome::Kind::kRetry) going_back.push_back(*o.job);
+    const bool refunded = refund || o.refund_attempt;
+    if (o.kind == SyncOutcome::Kind::kRetry && (refunded || o.job->attempts < max_attempts)) {
+      going_back.push_back(*o.job);
+      entities.emplace_back(o.job->entity_type, o.job->entity_id);
+    }
   }
-  if (!going_back.empty()) tx.exec_params(kAbsorbPending, owner, claim_refs(going_back));
+  if (!going_back.empty()) {
+    // The enqueue of a newer request takes the same lock: it either
+    // committed its pending job before (absorbed here) or waits and finds
+    // this one pending (and updates it).
+    lock_sync_entities(tx, entities);
+    tx.exec_params(kAbsorbPending, owner, claim_refs(going_back));
+  }
   std::vector<long long> written;
   for (const auto& r : tx.exec_params(kRecord, owner, outcomes_json(outcomes, refund), max_attempts)) {
     written.push_back(r[0].as<long long>());
@@ -367,10 +406,13 @@ const std::vector<std::string>& sync_entity_types() {
 }
 
 std::vector<SyncJob> claim_sync_jobs(pqxx::transaction_base& tx, const std::string& owner,
-                                     Millis lease, int limit) {
+                                     Millis lease, int limit, int max_attempts,
+                                     std::size_t first_type) {
+  tx.exec_params(kBuryExpired, max_attempts);
   std::vector<SyncJob> jobs;
-  for (const std::string& type : sync_entity_types()) {
-    if (type != "company") tx.exec_params(kEnqueueCompanies, type, limit);
+  const auto& types = sync_entity_types();
+  for (std::size_t n = 0; n < types.size() && jobs.empty(); ++n) {
+    const std::string& type = types[(first_type + n) % types.size()];
     for (const auto& r : tx.exec_params(kClaim, type, owner, static_cast<long long>(lease.count()), limit)) {
       SyncJob j;
       j.id = r[0].as<long long>();
@@ -379,13 +421,20 @@ std::vector<SyncJob> claim_sync_jobs(pqxx::transaction_base& tx, const std::stri
       j.operation = r[3].as<std::string>();
       j.attempts = r[4].as<int>();
       j.in_doubt = r[5].as<bool>();
-      j.claimed_at = r[6].as<std::string>();
+      j.claim = r[6].as<long long>();
       jobs.push_back(std::move(j));
     }
-    if (!jobs.empty()) break;
   }
   std::sort(jobs.begin(), jobs.end(), [](const SyncJob& a, const SyncJob& b) { return a.id < b.id; });
   return jobs;
+}
+
+std::set<std::string> companies_on_their_way(pqxx::transaction_base& tx,
+                                             const std::vector<std::string>& company_ids) {
+  std::set<std::string> out;
+  if (company_ids.empty()) return out;
+  for (const auto& r : tx.exec_params(kOnTheirWay, to_json(company_ids))) out.insert(r[0].as<std::string>());
+  return out;
 }
 
 std::vector<long long> renew_sync_leases(pqxx::transaction_base& tx, const std::string& owner,
@@ -478,13 +527,25 @@ std::vector<long long> record_sync_outcomes(pqxx::transaction_base& tx, const st
   return write_outcomes(tx, owner, outcomes, max_attempts, false);
 }
 
-std::optional<Millis> take_api_request(pqxx::transaction_base& tx, const std::string& api,
-                                       const std::vector<RateWindow>& windows, Millis margin) {
+ApiTake take_api_request(pqxx::transaction_base& tx, const std::string& api,
+                         const std::vector<RateWindow>& config_windows, Millis margin) {
+  ApiTake take;
   const pqxx::result slot = tx.exec_params(kSlotWaitLocked, api);
-  if (!slot.empty() && slot[0][0].as<long long>() > 0) return Millis{slot[0][0].as<long long>()};
-  Millis longest{0};
-  for (const auto& w : windows) longest = std::max(longest, w.interval + margin);
-  tx.exec_params(kPruneRequests, api, static_cast<long long>(longest.count()));
+  std::vector<RateWindow> windows = config_windows;
+  if (!slot.empty()) {
+    if (slot[0][0].as<long long>() > 0) {
+      take.wait = Millis{slot[0][0].as<long long>()};
+      return take;
+    }
+    if (!slot[0][1].is_null() && !slot[0][2].is_null()) {
+      windows.push_back({slot[0][1].as<int>(), Millis{slot[0][2].as<long long>()}});
+    }
+  }
+  // Rows older than every window (and than a minute, as windows change)
+  // can go.
+  Millis horizon{60000};
+  for (const auto& w : windows) horizon = std::max(horizon, w.interval + margin);
+  tx.exec_params(kPruneRequests, api, static_cast<long long>(horizon.count()));
   Millis wait{0};
   for (const auto& w : windows) {
     if (w.max <= 0) continue;
@@ -492,9 +553,26 @@ std::optional<Millis> take_api_request(pqxx::transaction_base& tx, const std::st
         tx.exec_params(kWindowFull, api, static_cast<long long>((w.interval + margin).count()), w.max);
     if (!full.empty()) wait = std::max(wait, Millis{std::max<long long>(1, full[0][0].as<long long>())});
   }
-  if (wait > Millis{0}) return wait;
-  tx.exec_params(kCountRequest, api);
-  return std::nullopt;
+  if (wait > Millis{0}) {
+    take.wait = wait;
+    return take;
+  }
+  take.request = tx.exec_params(kCountRequest, api)[0][0].as<long long>();
+  return take;
+}
+
+void api_request_answered(pqxx::transaction_base& tx, long long request) {
+  tx.exec_params(kRequestAnswered, request);
+}
+
+void set_api_window(pqxx::transaction_base& tx, const std::string& api, const RateWindow& window) {
+  tx.exec_params(kSetWindow, api, window.max, static_cast<long long>(window.interval.count()));
+}
+
+std::optional<RateWindow> api_window(pqxx::transaction_base& tx, const std::string& api) {
+  const pqxx::result r = tx.exec_params(kWindow, api);
+  if (r.empty()) return std::nullopt;
+  return RateWindow{r[0][0].as<int>(), Millis{r[0][1].as<long long>()}};
 }
 
 Millis api_slot_wait(pqxx::transaction_base& tx, const std::string& api) {

@@ -21,6 +21,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,18 +39,27 @@ struct SyncJob {
   int attempts = 0;         // this one included
   // The last attempt may have reached HubSpot unrecorded: read before pushing.
   bool in_doubt = false;
-  std::string claimed_at;   // the claim's token, exact (PostgreSQL's text form)
+  long long claim = 0;      // the claim's token: claimed_at in epoch microseconds
 };
 
 // The object types in the order they are pushed.
 const std::vector<std::string>& sync_entity_types();
 
-// Claims up to `limit` due jobs of the first entity type (companies,
-// contacts, deals) that has any, FOR UPDATE SKIP LOCKED. Jobs whose lease
-// expired are claimed again, in doubt. A deal or contact whose company is
-// not in HubSpot and never had a job brings a job for its company first.
+// Claims up to `limit` due jobs of one entity type, FOR UPDATE SKIP LOCKED:
+// the first type, from sync_entity_types()[first_type] on round, that has
+// any (executors rotate, so no type starves another). Jobs whose lease
+// expired are claimed again, in doubt, or are `dead` when that was their
+// last attempt (a job that kills its worker every time must end).
 std::vector<SyncJob> claim_sync_jobs(pqxx::transaction_base& tx, const std::string& owner,
-                                     Millis lease, int limit);
+                                     Millis lease, int limit, int max_attempts,
+                                     std::size_t first_type = 0);
+
+// For deals and contacts about to be pushed whose company is not in
+// HubSpot: the companies that are on their way (a job of theirs is pending
+// or in flight, or none ever existed and one is queued now). The others
+// had their sync fail; their deals and contacts go without association.
+std::set<std::string> companies_on_their_way(pqxx::transaction_base& tx,
+                                             const std::vector<std::string>& company_ids);
 
 // Extends the lease of the jobs this claim still holds; returns their ids.
 std::vector<long long> renew_sync_leases(pqxx::transaction_base& tx, const std::string& owner,
@@ -100,13 +110,16 @@ struct SyncOutcome {
   // The entity row's hubspot_sync_status (synced, archived, failed); unset:
   // the row is left as it is.
   std::optional<std::string> row_status;
+  // kRetry: the attempt does not count (HubSpot refused to look at it: 429).
+  bool refund_attempt = false;
 };
 
 // Writes the outcomes of jobs this claim still holds, and the rows'
 // HubSpot ids and sync columns with them, in one statement. A retry past
-// `max_attempts` ends `dead`. A retrying job absorbs a newer pending request
-// of its entity (so the one-pending-job rule holds). Returns the ids of the
-// jobs written; the others were taken over meanwhile and are left alone.
+// `max_attempts` ends `dead`. A job going back to `pending` absorbs a newer
+// pending request of its entity (one pending job per entity), under the
+// entity's advisory lock, which the enqueue takes too. Returns the ids of
+// the jobs written; the others were taken over meanwhile and are left alone.
 std::vector<long long> record_sync_outcomes(pqxx::transaction_base& tx, const std::string& owner,
                                             const std::vector<SyncOutcome>& outcomes,
                                             int max_attempts);
@@ -117,12 +130,23 @@ struct RateWindow {
   Millis interval{0};
 };
 
-// Takes one request of `api`'s budget, shared by every instance: nullopt
-// when the request may go now (it is counted), else how long to wait. Each
-// window is widened by `margin` (the time between counting and HubSpot
-// receiving). Waits while the api's slot is held.
-std::optional<Millis> take_api_request(pqxx::transaction_base& tx, const std::string& api,
-                                       const std::vector<RateWindow>& windows, Millis margin);
+// Takes one request of `api`'s budget, shared by every instance. The
+// windows are `windows` plus the one the API itself announced (set_api_window),
+// each widened by `margin`; the api's slot must be free. `wait` is set when
+// the request must wait; otherwise it is counted now as `request`, and
+// api_request_answered() moves it to when the answer came, so the window
+// holds it from no earlier than the API saw it.
+struct ApiTake {
+  std::optional<Millis> wait;
+  long long request = 0;
+};
+ApiTake take_api_request(pqxx::transaction_base& tx, const std::string& api,
+                         const std::vector<RateWindow>& windows, Millis margin);
+void api_request_answered(pqxx::transaction_base& tx, long long request);
+// The window the API announced (HubSpot's X-HubSpot-RateLimit-* headers),
+// shared by every instance through the api's slot row.
+void set_api_window(pqxx::transaction_base& tx, const std::string& api, const RateWindow& window);
+std::optional<RateWindow> api_window(pqxx::transaction_base& tx, const std::string& api);
 // How long until `api`'s held slot frees (zero when it is free).
 Millis api_slot_wait(pqxx::transaction_base& tx, const std::string& api);
 // Requests counted for `api` in the last `interval`.

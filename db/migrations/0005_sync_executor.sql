@@ -42,11 +42,21 @@ CREATE TRIGGER sync_queue_notify
 -- Every request sent to a rate-limited API, for a rolling-window budget
 -- shared by all instances (HubSpot counts per app, not per process). A
 -- request is written here, under the lock of the API's api_slots row, before
--- it is sent; rows older than the longest window are pruned as it goes.
+-- it is sent, and moved to the time its answer came once it did: the window
+-- holds it from no earlier than the API saw it, however long the request
+-- took to get there. Rows older than any window are pruned as it goes.
 CREATE TABLE api_requests (
+  id   bigserial PRIMARY KEY,
   api  text NOT NULL,
   at   timestamptz NOT NULL
 );
 CREATE INDEX api_requests_api_at_idx ON api_requests (api, at);
+
+-- The window the API itself announced (HubSpot's X-HubSpot-RateLimit-Max
+-- and -Interval-Milliseconds, and the share of it left to us), so that
+-- every instance keeps to what any of them learned.
+ALTER TABLE api_slots
+  ADD COLUMN window_max integer,
+  ADD COLUMN window_ms integer;
 
 INSERT INTO api_slots (api) VALUES ('hubspot') ON CONFLICT (api) DO NOTHING;

@@ -252,7 +252,8 @@ TEST_F(SyncTest, RetriesHonourRetryAfterAndA429HoldsEveryInstance) {
   EXPECT_EQ(q("SELECT next_at > clock_timestamp() + interval '500 ms' FROM api_slots WHERE api = 'hubspot'"), "t");
   EXPECT_EQ(once().claimed, 0);
   drain(5s);
-  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue"), "completed 3");
+  // The 503 and the success count; the 429 does not (HubSpot would not look).
+  EXPECT_EQ(q("SELECT status || ' ' || attempts FROM sync_queue"), "completed 2");
   EXPECT_EQ(hubspot_.upserts_of("companies", "c1"), 1);
   EXPECT_NE(metrics_text(metrics_).find("crm_worker_retries_total{api=\"hubspot\"} 2"), std::string::npos);
 }
@@ -368,7 +369,7 @@ TEST_F(SyncTest, ATakenOverLeaseCannotOverwriteAndTheNewOwnerDoesNotPushTwice) {
   {
     auto c = db_.connect();
     pqxx::work tx(*c);
-    claimed = db::claim_sync_jobs(tx, "dead", Millis{300}, 100);
+    claimed = db::claim_sync_jobs(tx, "dead", Millis{300}, 100, 3);
     tx.commit();
   }
   ASSERT_EQ(claimed.size(), 1u);
@@ -406,7 +407,7 @@ TEST_F(SyncTest, OneJobPerEntityInFlightAndARetryAbsorbsTheNewerRequest) {
   {
     auto c = db_.connect();
     pqxx::work tx(*c);
-    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100);
+    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 3);
     tx.commit();
   }
   ASSERT_EQ(first.size(), 1u);
@@ -434,15 +435,142 @@ TEST_F(SyncTest, TheSharedBudgetIsCountedInTheDatabase) {
   const std::vector<db::RateWindow> windows{{3, Millis{10000}}};
   for (int i = 0; i < 3; ++i) {
     pqxx::work tx(*c);
-    EXPECT_FALSE(db::take_api_request(tx, "hubspot", windows, Millis{0})) << i;
+    const db::ApiTake take = db::take_api_request(tx, "hubspot", windows, Millis{0});
+    EXPECT_FALSE(take.wait) << i;
+    EXPECT_GT(take.request, 0);
+    tx.commit();
+  }
+  {
+    pqxx::work tx(*c);
+    const db::ApiTake take = db::take_api_request(tx, "hubspot", windows, Millis{0});
+    ASSERT_TRUE(take.wait);
+    EXPECT_GT(*take.wait, Millis{9000});
+    EXPECT_LE(*take.wait, Millis{10000});
+    EXPECT_EQ(db::api_requests_in(tx, "hubspot", Millis{10000}), 3);
+  }
+  // A window the API announced binds every instance, whatever their own.
+  {
+    sql("DELETE FROM api_requests");
+    pqxx::work tx(*c);
+    db::set_api_window(tx, "hubspot", {1, Millis{5000}});
     tx.commit();
   }
   pqxx::work tx(*c);
-  const auto wait = db::take_api_request(tx, "hubspot", windows, Millis{0});
-  ASSERT_TRUE(wait);
-  EXPECT_GT(*wait, Millis{9000});
-  EXPECT_LE(*wait, Millis{10000});
-  EXPECT_EQ(db::api_requests_in(tx, "hubspot", Millis{10000}), 3);
+  EXPECT_FALSE(db::take_api_request(tx, "hubspot", windows, Millis{0}).wait);
+  const auto second = db::take_api_request(tx, "hubspot", windows, Millis{0});
+  ASSERT_TRUE(second.wait);
+  EXPECT_GT(*second.wait, Millis{4000});
+}
+
+// The enqueue of a newer request and a job going back to pending both want
+// to be the entity's one pending job: they take turns on the entity's lock,
+// so recording the retry never fails on the unique index (which would drop
+// the whole batch's outcomes).
+TEST_F(SyncTest, ARetryAndANewerRequestCommittingMeanwhileDoNotCollide) {
+  company("c1", "Acme");
+  request("company", "c1");
+  std::vector<db::SyncJob> first;
+  {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 3);
+    tx.commit();
+  }
+  ASSERT_EQ(first.size(), 1u);
+  // The enqueue's transaction: the entity's lock, then a new pending job,
+  // not committed yet.
+  auto enqueue = db_.connect();
+  pqxx::work etx(*enqueue);
+  db::lock_sync_entities(etx, {{"company", "c1"}});
+  etx.exec("INSERT INTO sync_queue (entity_type, entity_id, operation, requested_at) "
+           "VALUES ('company', 'c1', 'delete', '2026-03-02T09:00:00Z')");
+  std::atomic<bool> recorded{false};
+  std::string error;
+  std::thread retry([&] {
+    try {
+      db::SyncOutcome o;
+      o.job = &first.front();
+      o.kind = db::SyncOutcome::Kind::kRetry;
+      o.error = "503";
+      auto c = db_.connect();
+      pqxx::work tx(*c);
+      db::record_sync_outcomes(tx, "w1", {o}, 3);
+      tx.commit();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    recorded = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(recorded.load());  // waiting for the entity's lock
+  etx.commit();
+  retry.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(q("SELECT count(*) || ' ' || min(operation) || ' ' || min(status) FROM sync_queue"), "1 delete pending");
+}
+
+TEST_F(SyncTest, AJobThatDiesDoesNotTakeANewerRequestWithIt) {
+  config_.retry.max_attempts = 1;
+  company("c1", "Acme");
+  request("company", "c1");
+  std::vector<db::SyncJob> first;
+  {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 1);
+    tx.commit();
+  }
+  request("company", "c1", "upsert", "2026-03-02T09:00:00Z");
+  db::SyncOutcome o;
+  o.job = &first.front();
+  o.kind = db::SyncOutcome::Kind::kRetry;
+  o.error = "503";
+  auto c = db_.connect();
+  pqxx::work tx(*c);
+  db::record_sync_outcomes(tx, "w1", {o}, 1);
+  tx.commit();
+  EXPECT_EQ(q("SELECT string_agg(status, ',' ORDER BY id) FROM sync_queue"), "dead,pending");
+}
+
+TEST_F(SyncTest, AJobWhoseWorkerDiesOnEveryAttemptEndsDead) {
+  company("c1", "Acme");
+  request("company", "c1");
+  auto c = db_.connect();
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    pqxx::work tx(*c);
+    EXPECT_EQ(db::claim_sync_jobs(tx, "doomed", Millis{1}, 100, 3).size(), 1u) << attempt;
+    tx.commit();
+    std::this_thread::sleep_for(20ms);  // the lease runs out: the worker "died"
+  }
+  pqxx::work tx(*c);
+  EXPECT_TRUE(db::claim_sync_jobs(tx, "next", Millis{60000}, 100, 3).empty());
+  tx.commit();
+  EXPECT_EQ(q("SELECT status FROM sync_queue"), "dead");
+  EXPECT_NE(q("SELECT last_error FROM sync_queue").find("stopped during each of its 3 attempts"), std::string::npos);
+}
+
+TEST_F(SyncTest, ARevokedTokenFailsTheBatchWithoutSplittingAndPausesHubspot) {
+  for (int i = 0; i < 10; ++i) {
+    company("c" + std::to_string(i), "Company");
+    request("company", "c" + std::to_string(i));
+  }
+  hubspot_.http().script(FakeHubspot::upsert_path("companies"),
+                         {status(401, {}, R"({"status":"error","message":"Authentication credentials not found.","correlationId":"a-1","category":"INVALID_AUTHENTICATION"})")});
+  const SyncPass p = once();
+  EXPECT_EQ(p.failed, 10);
+  EXPECT_EQ(hubspot_.http().requests(FakeHubspot::upsert_path("companies")).size(), 1u);
+  EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue WHERE status = 'failed' AND last_error LIKE '%INVALID_AUTHENTICATION%'"), 10);
+  EXPECT_EQ(q("SELECT next_at > clock_timestamp() + interval '30 seconds' FROM api_slots WHERE api = 'hubspot'"), "t");
+}
+
+TEST_F(SyncTest, ADeleteWhoseLookupIsRefusedIsNotCalledArchived) {
+  request("company", "gone", "delete");
+  hubspot_.http().script(FakeHubspot::read_path("companies"),
+                         {status(400, {}, R"({"status":"error","message":"Unable to find property crm_id","correlationId":"r-1","category":"VALIDATION_ERROR"})")});
+  drain();
+  EXPECT_EQ(q("SELECT status FROM sync_queue"), "failed");
+  EXPECT_NE(q("SELECT last_error FROM sync_queue").find("could not look the object up"), std::string::npos);
+  EXPECT_EQ(hubspot_.requests_of("archive"), 0);
 }
 
 TEST_F(SyncTest, TwoExecutorsShareTheQueueAndNeverExceedTheLimit) {
