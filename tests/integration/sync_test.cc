@@ -296,7 +296,7 @@ TEST_F(SyncTest, OutOfAttemptsIsDeadVisibleAndRedrivable) {
   request("company", "c2");
   hubspot_.http().script(FakeHubspot::upsert_path("companies"), {status(500)});
   hubspot_.http().script(FakeHubspot::read_path("companies"), {status(502), status(502)});
-  drain(3s);
+  drain(10s);
   EXPECT_EQ(q("SELECT string_agg(status || ' ' || attempts, ',') FROM sync_queue"), "dead 3,dead 3");
   EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = 'c1'"), "failed");
   ASSERT_TRUE(executor().report().is_ok());
@@ -658,6 +658,42 @@ TEST_F(SyncTest, MetricsCountJobsAndTheOldestPendingAge) {
   EXPECT_EQ(metric_sum(text, "crm_worker_sync_queue_oldest_pending_seconds"), 0);
   EXPECT_GE(metric_sum(text, "crm_worker_external_requests_total{api=\"hubspot\",code=\"200\"}"), 1);
   EXPECT_EQ(text.find(kToken), std::string::npos);
+}
+
+// Two crm-worker processes, as two instances would run: they share the
+// queue (every company pushed once) and HubSpot's limit (never more than it
+// allows in any window, never a 429).
+TEST(SyncInstances, TwoWorkerProcessesShareTheQueueAndTheLimit) {
+  DevBrokerProcess broker(1, 2);
+  TestDatabase db;
+  FakeHubspot hubspot;
+  hubspot.set_rate_limit(4, 500ms);
+  constexpr int kCompanies = 12;
+  const std::string config = "[hubspot]\nbase_url = \"" + hubspot.base_url() +
+                             "\"\ntimeout = \"2s\"\nbatch_size = 1\n";
+  const std::map<std::string, std::string> env = {{"CRM_WORKER_HUBSPOT_TOKEN", kToken}};
+  WorkerProcess a(db, broker.bootstrap(), env, config);
+  WorkerProcess b(db, broker.bootstrap(), env, config);
+  // Both are running when the jobs arrive (the NOTIFY wakes both).
+  {
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    tx.exec_params("INSERT INTO companies (id, name) SELECT 'c' || g, 'Company ' || g FROM generate_series(1, $1) g",
+                   kCompanies);
+    tx.exec_params("INSERT INTO sync_queue (entity_type, entity_id, operation) "
+                   "SELECT 'company', 'c' || g, 'upsert' FROM generate_series(1, $1) g",
+                   kCompanies);
+    tx.commit();
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return db.count("SELECT count(*) FROM sync_queue WHERE status = 'completed'") == kCompanies;
+  }, 60s)) << a.process().log() << b.process().log();
+  EXPECT_EQ(hubspot.rate_limit_violations(), 0);
+  EXPECT_LE(hubspot.max_requests_in_any_interval(), 4);
+  for (int i = 1; i <= kCompanies; ++i) EXPECT_EQ(hubspot.upserts_of("companies", "c" + std::to_string(i)), 1);
+  // Both took part.
+  EXPECT_NE(a.process().log().find("HubSpot sync batch"), std::string::npos);
+  EXPECT_NE(b.process().log().find("HubSpot sync batch"), std::string::npos);
 }
 
 // kill -9 after HubSpot accepted a batch, before its outcome was recorded:
