@@ -115,6 +115,28 @@ class SyncTest : public ::testing::Test {
   }
   std::string q(const std::string& s) const { return db_.scalar(s); }
 
+  // Another worker's claim and outcome, by hand, each in its own transaction.
+  std::vector<db::SyncJob> claim_as(const std::string& owner, Millis lease, int max_attempts = 3) {
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    std::vector<db::SyncJob> jobs = db::claim_sync_jobs(tx, owner, lease, 100, max_attempts);
+    tx.commit();
+    return jobs;
+  }
+  std::vector<long long> record_as(const std::string& owner, const db::SyncJob& job,
+                                   db::SyncOutcome::Kind kind, int max_attempts = 3) {
+    db::SyncOutcome o;
+    o.job = &job;
+    o.kind = kind;
+    o.error = "by hand";
+    if (kind == db::SyncOutcome::Kind::kFailed) o.row_status = "failed";
+    auto c = db_.connect();
+    pqxx::work tx(*c);
+    std::vector<long long> written = db::record_sync_outcomes(tx, owner, {o}, max_attempts);
+    tx.commit();
+    return written;
+  }
+
   TestDatabase db_;
   db::Database conn_{db_.conninfo()};
   FakeHubspot hubspot_;
@@ -365,13 +387,7 @@ TEST_F(SyncTest, ATakenOverLeaseCannotOverwriteAndTheNewOwnerDoesNotPushTwice) {
   company("c1", "Acme");
   request("company", "c1");
   // Worker "dead" claims with a short lease, pushes, and dies before recording.
-  std::vector<db::SyncJob> claimed;
-  {
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    claimed = db::claim_sync_jobs(tx, "dead", Millis{300}, 100, 3);
-    tx.commit();
-  }
+  const std::vector<db::SyncJob> claimed = claim_as("dead", Millis{300});
   ASSERT_EQ(claimed.size(), 1u);
   hubspot_.seed("companies", {{"crm_id", "c1"}, {"name", "Acme"}, {"domain", "c1.example"},
                               {"phone", ""}, {"city", ""}, {"state", ""}});
@@ -387,15 +403,7 @@ TEST_F(SyncTest, ATakenOverLeaseCannotOverwriteAndTheNewOwnerDoesNotPushTwice) {
   EXPECT_EQ(q("SELECT hubspot_company_id FROM companies"), hubspot_.find("companies", "c1")->id);
 
   // The dead worker's late outcome changes nothing.
-  db::SyncOutcome late;
-  late.job = &claimed.front();
-  late.kind = db::SyncOutcome::Kind::kFailed;
-  late.error = "late";
-  late.row_status = "failed";
-  auto c = db_.connect();
-  pqxx::work tx(*c);
-  EXPECT_TRUE(db::record_sync_outcomes(tx, "dead", {late}, 3).empty());
-  tx.commit();
+  EXPECT_TRUE(record_as("dead", claimed.front(), db::SyncOutcome::Kind::kFailed).empty());
   EXPECT_EQ(q("SELECT status FROM sync_queue"), "completed");
   EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies"), "synced");
 }
@@ -403,13 +411,7 @@ TEST_F(SyncTest, ATakenOverLeaseCannotOverwriteAndTheNewOwnerDoesNotPushTwice) {
 TEST_F(SyncTest, OneJobPerEntityInFlightAndARetryAbsorbsTheNewerRequest) {
   company("c1", "Acme");
   request("company", "c1");
-  std::vector<db::SyncJob> first;
-  {
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 3);
-    tx.commit();
-  }
+  const std::vector<db::SyncJob> first = claim_as("w1", Millis{60000});
   ASSERT_EQ(first.size(), 1u);
   // A newer request while the first is in flight: a new pending job that
   // waits for it.
@@ -417,16 +419,7 @@ TEST_F(SyncTest, OneJobPerEntityInFlightAndARetryAbsorbsTheNewerRequest) {
   EXPECT_EQ(db_.count("SELECT count(*) FROM sync_queue"), 2);
   EXPECT_EQ(once().claimed, 0);
   // The first job is refused for now: it takes the newer request over.
-  {
-    db::SyncOutcome retry;
-    retry.job = &first.front();
-    retry.kind = db::SyncOutcome::Kind::kRetry;
-    retry.error = "503";
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    EXPECT_EQ(db::record_sync_outcomes(tx, "w1", {retry}, 3).size(), 1u);
-    tx.commit();
-  }
+  EXPECT_EQ(record_as("w1", first.front(), db::SyncOutcome::Kind::kRetry).size(), 1u);
   EXPECT_EQ(q("SELECT count(*) || ' ' || min(operation) || ' ' || min(status) FROM sync_queue"), "1 delete pending");
 }
 
@@ -469,13 +462,7 @@ TEST_F(SyncTest, TheSharedBudgetIsCountedInTheDatabase) {
 TEST_F(SyncTest, ARetryAndANewerRequestCommittingMeanwhileDoNotCollide) {
   company("c1", "Acme");
   request("company", "c1");
-  std::vector<db::SyncJob> first;
-  {
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 3);
-    tx.commit();
-  }
+  const std::vector<db::SyncJob> first = claim_as("w1", Millis{60000});
   ASSERT_EQ(first.size(), 1u);
   // The enqueue's transaction: the entity's lock, then a new pending job,
   // not committed yet.
@@ -488,14 +475,7 @@ TEST_F(SyncTest, ARetryAndANewerRequestCommittingMeanwhileDoNotCollide) {
   std::string error;
   std::thread retry([&] {
     try {
-      db::SyncOutcome o;
-      o.job = &first.front();
-      o.kind = db::SyncOutcome::Kind::kRetry;
-      o.error = "503";
-      auto c = db_.connect();
-      pqxx::work tx(*c);
-      db::record_sync_outcomes(tx, "w1", {o}, 3);
-      tx.commit();
+      record_as("w1", first.front(), db::SyncOutcome::Kind::kRetry);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -513,38 +493,21 @@ TEST_F(SyncTest, AJobThatDiesDoesNotTakeANewerRequestWithIt) {
   config_.retry.max_attempts = 1;
   company("c1", "Acme");
   request("company", "c1");
-  std::vector<db::SyncJob> first;
-  {
-    auto c = db_.connect();
-    pqxx::work tx(*c);
-    first = db::claim_sync_jobs(tx, "w1", Millis{60000}, 100, 1);
-    tx.commit();
-  }
+  const std::vector<db::SyncJob> first = claim_as("w1", Millis{60000}, 1);
+  ASSERT_EQ(first.size(), 1u);
   request("company", "c1", "upsert", "2026-03-02T09:00:00Z");
-  db::SyncOutcome o;
-  o.job = &first.front();
-  o.kind = db::SyncOutcome::Kind::kRetry;
-  o.error = "503";
-  auto c = db_.connect();
-  pqxx::work tx(*c);
-  db::record_sync_outcomes(tx, "w1", {o}, 1);
-  tx.commit();
+  record_as("w1", first.front(), db::SyncOutcome::Kind::kRetry, 1);
   EXPECT_EQ(q("SELECT string_agg(status, ',' ORDER BY id) FROM sync_queue"), "dead,pending");
 }
 
 TEST_F(SyncTest, AJobWhoseWorkerDiesOnEveryAttemptEndsDead) {
   company("c1", "Acme");
   request("company", "c1");
-  auto c = db_.connect();
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    pqxx::work tx(*c);
-    EXPECT_EQ(db::claim_sync_jobs(tx, "doomed", Millis{1}, 100, 3).size(), 1u) << attempt;
-    tx.commit();
+    EXPECT_EQ(claim_as("doomed", Millis{1}).size(), 1u) << attempt;
     std::this_thread::sleep_for(20ms);  // the lease runs out: the worker "died"
   }
-  pqxx::work tx(*c);
-  EXPECT_TRUE(db::claim_sync_jobs(tx, "next", Millis{60000}, 100, 3).empty());
-  tx.commit();
+  EXPECT_TRUE(claim_as("next", Millis{60000}).empty());
   EXPECT_EQ(q("SELECT status FROM sync_queue"), "dead");
   EXPECT_NE(q("SELECT last_error FROM sync_queue").find("stopped during each of its 3 attempts"), std::string::npos);
 }
