@@ -13,6 +13,10 @@ packages=(
   # followups.default_time_zone is checked against the zone files (PostgreSQL
   # reads the same ones for the send windows).
   tzdata
+  # Operations tests: promtool (in Debian's prometheus package) checks and
+  # unit-tests the alert rules; systemd-analyze verifies the units; dpkg-deb
+  # and fakeroot build the .deb with CPack.
+  prometheus systemd dpkg-dev fakeroot
 )
 
 missing=()
