@@ -6,28 +6,39 @@
 // in each window loses and doubles nothing. In release builds this is a
 // no-op the compiler removes.
 //
+// CRM_WORKER_HANG_AT=<name> instead makes the thread stop there for good
+// (the Nth time, likewise): a hung loop, for the watchdog's test.
+//
 // Points: after_poll, before_db_commit, after_db_commit,
-// after_dead_letter_row, in_drain.
+// after_dead_letter_row, in_drain, after_followup_sending,
+// after_sendgrid_call, after_sync_claim, after_hubspot_upsert.
 
 #ifdef CRM_WORKER_CRASH_POINTS
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #endif
 
 namespace crm {
 
 inline void crash_point([[maybe_unused]] const char* name) {
 #ifdef CRM_WORKER_CRASH_POINTS
-  static const char* wanted = std::getenv("CRM_WORKER_CRASH_AT");
-  if (wanted == nullptr || std::strcmp(wanted, name) != 0) return;
+  static const char* crash_at = std::getenv("CRM_WORKER_CRASH_AT");
+  static const char* hang_at = std::getenv("CRM_WORKER_HANG_AT");
+  const bool crash = crash_at != nullptr && std::strcmp(crash_at, name) == 0;
+  const bool hang = hang_at != nullptr && std::strcmp(hang_at, name) == 0;
+  if (!crash && !hang) return;
   static std::atomic<long> remaining = [] {
     const char* n = std::getenv("CRM_WORKER_CRASH_AFTER");
     long v = n ? std::strtol(n, nullptr, 10) : 1;
     return v < 1 ? 1L : v;
   }();
-  if (--remaining == 0) std::raise(SIGKILL);
+  if (--remaining != 0) return;
+  if (crash) std::raise(SIGKILL);
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 #endif
 }
 

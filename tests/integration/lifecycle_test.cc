@@ -75,6 +75,39 @@ TEST(Lifecycle, NotifiesReadyWatchdogAndStopping) {
   EXPECT_TRUE(notify.seen("STOPPING=1"));
 }
 
+// Guarantee: the watchdog is fed by the consume loop itself, so a loop that
+// hangs stops the pings (and systemd, after WatchdogSec, kills and restarts
+// the service).
+TEST(Lifecycle, WatchdogPingsStopWhenTheLoopHangs) {
+  TestDatabase db;
+  DevBrokerProcess broker(1, 2);
+  NotifySocket notify;
+  WorkerProcess worker(db, broker.bootstrap(),
+                       {{"NOTIFY_SOCKET", notify.path()},
+                        {"WATCHDOG_USEC", "400000"},
+                        // The consume loop stops for good at its 40th poll.
+                        {"CRM_WORKER_HANG_AT", "after_poll"},
+                        {"CRM_WORKER_CRASH_AFTER", "40"}});
+  ASSERT_TRUE(wait_until([&] { return notify.seen("READY=1"); }, 30s)) << worker.process().log();
+  ASSERT_TRUE(wait_until([&] { return notify.count("WATCHDOG=1") >= 2; }, 10s));
+  // Messages to poll (the point is reached for each message polled).
+  Producer producer(broker.bootstrap());
+  std::vector<Producer::OutMessage> messages;
+  for (int i = 0; i < 60; ++i) {
+    messages.push_back({"crm.outreach.events", "p" + std::to_string(i), "not an event " + std::to_string(i)});
+  }
+  ASSERT_EQ(producer.send_all(messages), messages.size());
+  // Once hung, two seconds (ten ping intervals) pass without a ping.
+  bool stopped = false;
+  for (int i = 0; i < 20 && !stopped; ++i) {
+    const size_t before = notify.count("WATCHDOG=1");
+    std::this_thread::sleep_for(2s);
+    stopped = notify.count("WATCHDOG=1") == before;
+  }
+  EXPECT_TRUE(stopped) << "the pings never stopped";
+  EXPECT_TRUE(worker.process().running());  // hung, not dead: the watchdog's case
+}
+
 // Guarantee: READY=1 is not sent while the database is unreachable.
 TEST(Lifecycle, NotReadyWithoutTheDatabase) {
   DevBrokerProcess broker(1, 2);

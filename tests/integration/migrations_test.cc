@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <latch>
 #include <map>
@@ -364,6 +366,57 @@ TEST_F(MigrationsTest, RoleWithoutCreatePrivilegeCanStartOnCurrentSchema) {
   auto result = apply_migrations(conn, embedded_migrations());
   ASSERT_TRUE(result.is_ok()) << result.status().message();
   EXPECT_EQ(result->applied, 0);
+}
+
+// deploy/sql/roles.sql, as an operator runs it on an empty database: the
+// migrator applies every migration, and the runtime role starts on the
+// current schema and reads and writes rows, but can create, drop, alter or
+// truncate nothing.
+TEST_F(MigrationsTest, ShippedRolesLetTheMigratorMigrateAndTheRuntimeOnlyWorkWithRows) {
+  const std::string migrator = "crm_migrator_" + random_suffix();
+  const std::string runtime = "crm_worker_" + random_suffix();
+  roles_.push_back(runtime);
+  roles_.push_back(migrator);
+  const std::string sql = (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() /
+                           "deploy" / "sql" / "roles.sql").string();
+  const std::string command = "psql -X -q \"" + conninfo() + "\" -v migrator=" + migrator +
+                              " -v runtime=" + runtime + " -f " + sql + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, pipe) != nullptr) out += buf;
+  ASSERT_EQ(pclose(pipe), 0) << out;
+
+  {
+    pqxx::connection conn(conninfo(migrator));
+    auto result = apply_migrations(conn, embedded_migrations());
+    ASSERT_TRUE(result.is_ok()) << result.status().message();
+    EXPECT_EQ(result->applied, static_cast<int>(embedded_migrations().size()));
+  }
+
+  pqxx::connection conn(conninfo(runtime));
+  auto result = apply_migrations(conn, embedded_migrations());
+  ASSERT_TRUE(result.is_ok()) << result.status().message();
+  EXPECT_EQ(result->applied, 0);
+  {
+    // Rows, sequences, advisory locks, LISTEN: what the daemon does.
+    pqxx::work tx(conn);
+    tx.exec("INSERT INTO prospects (id, name) VALUES ('p1', 'Ada')");
+    tx.exec("UPDATE prospects SET name = 'Ada L.' WHERE id = 'p1'");
+    tx.exec("INSERT INTO sync_queue (entity_type, entity_id, operation) VALUES ('company', 'c1', 'upsert')");
+    tx.exec("INSERT INTO api_requests (api, at) VALUES ('hubspot', now())");
+    tx.exec("DELETE FROM api_requests");
+    tx.exec("SELECT pg_advisory_xact_lock(42)");
+    tx.exec("LISTEN crm_sync");
+    tx.commit();
+  }
+  for (const char* ddl : {"CREATE TABLE intruder (id int)", "DROP TABLE prospects", "TRUNCATE processed_events",
+                          "ALTER TABLE prospects ADD COLUMN x int", "CREATE INDEX ON prospects (name)",
+                          "DROP FUNCTION crm_next_follow_up(text)"}) {
+    pqxx::work tx(conn);
+    EXPECT_THROW(tx.exec(ddl), pqxx::sql_error) << ddl;
+  }
 }
 
 TEST_F(MigrationsTest, CheckConstraintsRejectUnknownStatuses) {
