@@ -59,6 +59,12 @@ Metrics::Metrics(std::vector<std::string> topics, std::vector<std::string> event
               .Name("crm_worker_kafka_consumer_lag")
               .Help("Messages behind the partition's high watermark (librdkafka statistics).")
               .Register(*registry_);
+  lag_seconds_ = &prometheus::BuildGauge()
+                      .Name("crm_worker_kafka_consumer_lag_seconds")
+                      .Help("Age of the oldest message received from the partition and not yet "
+                            "committed (0 when none waits); keeps growing while the partition is "
+                            "paused, when the offset lag stands still.")
+                      .Register(*registry_);
   apply_seconds_ = &prometheus::BuildHistogram()
                         .Name("crm_worker_event_apply_seconds")
                         .Help("Time to apply one batch of events, database commit included.")
@@ -136,23 +142,33 @@ void Metrics::dead_letter(const std::string& topic, const std::string& reason) {
   dead_letters_->Add({{"topic", topic_label(topic)}, {"reason", reason_label(reason)}}).Increment();
 }
 
-void Metrics::set_lag(const std::vector<queue::PartitionLag>& lags) {
+void Metrics::set_partition_series(prometheus::Family<prometheus::Gauge>* family, PartitionSeries& series,
+                                   const std::vector<std::pair<queue::TopicPartition, double>>& values) {
   std::lock_guard<std::mutex> lock(lag_mutex_);
-  std::map<queue::TopicPartition, prometheus::Gauge*> next;
-  for (const auto& l : lags) {
-    queue::TopicPartition tp{l.topic, l.partition};
-    auto it = lag_series_.find(tp);
-    prometheus::Gauge* g = it != lag_series_.end()
+  PartitionSeries next;
+  for (const auto& [tp, value] : values) {
+    auto it = series.find(tp);
+    prometheus::Gauge* g = it != series.end()
                                ? it->second
-                               : &lag_->Add({{"topic", topic_label(l.topic)},
-                                             {"partition", std::to_string(l.partition)}});
-    g->Set(static_cast<double>(l.lag));
+                               : &family->Add({{"topic", topic_label(tp.first)},
+                                               {"partition", std::to_string(tp.second)}});
+    g->Set(value);
     next[tp] = g;
   }
-  for (auto& [tp, g] : lag_series_) {
-    if (!next.count(tp)) lag_->Remove(g);
+  for (auto& [tp, g] : series) {
+    if (!next.count(tp)) family->Remove(g);
   }
-  lag_series_ = std::move(next);
+  series = std::move(next);
+}
+
+void Metrics::set_lag(const std::vector<queue::PartitionLag>& lags) {
+  std::vector<std::pair<queue::TopicPartition, double>> values;
+  for (const auto& l : lags) values.push_back({{l.topic, l.partition}, static_cast<double>(l.lag)});
+  set_partition_series(lag_, lag_series_, values);
+}
+
+void Metrics::set_lag_seconds(const std::vector<std::pair<queue::TopicPartition, double>>& ages) {
+  set_partition_series(lag_seconds_, lag_seconds_series_, ages);
 }
 
 void Metrics::external_request(const std::string& api, const std::string& code, double seconds) {

@@ -39,6 +39,10 @@ class Metrics {
   void dead_letter(const std::string& topic, const std::string& reason);
   // Replaces the lag series with the given set (unassigned partitions vanish).
   void set_lag(const std::vector<queue::PartitionLag>& lags);
+  // The same, in seconds: per assigned partition, the age of the oldest
+  // message received and not yet committed (0 when none waits). Unlike the
+  // offset lag it keeps growing while a partition is paused.
+  void set_lag_seconds(const std::vector<std::pair<queue::TopicPartition, double>>& ages);
 
   // External APIs (api: hubspot, sendgrid, slack). `code` is the HTTP status
   // ("202", "429") or, when no answer came, "error" / "timeout".
@@ -74,8 +78,13 @@ class Metrics {
   prometheus::Gauge* followups_overdue_;
   prometheus::Family<prometheus::Gauge>* sync_jobs_;
   prometheus::Gauge* sync_oldest_pending_;
+  using PartitionSeries = std::map<queue::TopicPartition, prometheus::Gauge*>;
+  void set_partition_series(prometheus::Family<prometheus::Gauge>* family, PartitionSeries& series,
+                            const std::vector<std::pair<queue::TopicPartition, double>>& values);
+  prometheus::Family<prometheus::Gauge>* lag_seconds_;
   std::mutex lag_mutex_;
-  std::map<queue::TopicPartition, prometheus::Gauge*> lag_series_;
+  PartitionSeries lag_series_;
+  PartitionSeries lag_seconds_series_;
 };
 
 // The reasons a dead letter may carry (decoder tokens, unknown_type, and
