@@ -138,6 +138,30 @@ void ConsumeLoop::resume_paused() {
   paused_.clear();
 }
 
+void ConsumeLoop::publish_lag_seconds() {
+  const auto now = Clock::now();
+  if (now - last_lag_publish_ < std::chrono::seconds(1)) return;
+  last_lag_publish_ = now;
+  // The oldest message of each partition we hold (in the batch being
+  // applied or retried, or arrived meanwhile): everything before it is
+  // committed, so it is the oldest unprocessed one.
+  std::map<queue::TopicPartition, std::int64_t> oldest;
+  for (const auto* entries : {&batch_, &next_}) {
+    for (const Entry& e : *entries) {
+      auto [it, fresh] = oldest.emplace(queue::TopicPartition{e.msg.origin.topic, e.msg.origin.partition},
+                                        e.msg.timestamp_ms);
+      if (!fresh) it->second = std::min(it->second, e.msg.timestamp_ms);
+    }
+  }
+  const std::int64_t now_ms = now_timestamp().micros_since_epoch / 1000;
+  std::vector<std::pair<queue::TopicPartition, double>> ages;
+  for (const queue::TopicPartition& tp : consumer_.assignment()) {
+    auto it = oldest.find(tp);
+    ages.push_back({tp, it == oldest.end() ? 0.0 : std::max<double>(0, (now_ms - it->second) / 1000.0)});
+  }
+  metrics_.set_lag_seconds(ages);
+}
+
 bool ConsumeLoop::wait_polling(Millis delay, Status* fatal) {
   auto until = Clock::now() + delay;
   pause_assignment();
@@ -148,6 +172,7 @@ bool ConsumeLoop::wait_polling(Millis delay, Status* fatal) {
     }
     if (drain_expired()) return false;
     lifecycle_.watchdog_ping();
+    publish_lag_seconds();
     auto left = std::chrono::duration_cast<Millis>(until - Clock::now());
     Status s = poll_into(next_, std::clamp(left, Millis{1}, kPollSlice));
     if (s.is_fatal()) {
@@ -299,6 +324,7 @@ Status ConsumeLoop::run() {
   const size_t max_events = static_cast<size_t>(config_.consumer.batch_max_events);
   while (true) {
     lifecycle_.watchdog_ping();
+    publish_lag_seconds();
     if (lifecycle_.take_reload() && on_reload_) on_reload_();
     if (lifecycle_.stop_requested()) {
       if (!drain_deadline_) {

@@ -64,6 +64,8 @@ class ConsumeLoop {
   Status publish_dead_letters(const std::vector<db::DeadLetter>& letters);
   Status process_replays();
   Millis backoff(int attempt);
+  // crm_worker_kafka_consumer_lag_seconds, at most once a second.
+  void publish_lag_seconds();
   bool drain_expired() const;
 
   const Config& config_;
@@ -82,6 +84,7 @@ class ConsumeLoop {
   size_t batch_events_ = 0;
   std::chrono::steady_clock::time_point batch_started_{};
   std::chrono::steady_clock::time_point last_replay_check_{};
+  std::chrono::steady_clock::time_point last_lag_publish_{};
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   std::atomic<bool> assignment_received_{false};
   std::mt19937_64 rng_{std::random_device{}()};

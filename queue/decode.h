@@ -56,6 +56,9 @@ struct RawMessage {
   std::optional<std::string> value;  // nullopt = Kafka null value
   // Headers in wire order; a name may repeat (which binary mode rejects).
   std::vector<std::pair<std::string, std::optional<std::string>>> headers;
+  // The message's Kafka timestamp (producer or log-append time), in epoch
+  // milliseconds; when the broker gives none, the time it was polled.
+  std::int64_t timestamp_ms = 0;
 };
 
 // One decoded piece of a message: an Event, or the Status saying why this

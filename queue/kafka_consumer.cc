@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include "daemon/core/time.h"
 #include "daemon/logging.h"
 
 namespace crm::queue {
@@ -233,6 +234,9 @@ Result<std::optional<RawMessage>> KafkaConsumer::poll(Millis timeout) {
   raw.origin.topic = rd_kafka_topic_name(m->rkt);
   raw.origin.partition = m->partition;
   raw.origin.offset = m->offset;
+  rd_kafka_timestamp_type_t timestamp_type;
+  raw.timestamp_ms = rd_kafka_message_timestamp(m, &timestamp_type);
+  if (raw.timestamp_ms < 0) raw.timestamp_ms = now_timestamp().micros_since_epoch / 1000;
   if (m->key != nullptr) raw.key = std::string(static_cast<const char*>(m->key), m->key_len);
   if (m->payload != nullptr) raw.value = std::string(static_cast<const char*>(m->payload), m->len);
   rd_kafka_headers_t* hdrs = nullptr;

@@ -198,14 +198,30 @@ TEST_F(ConsumeLoopTest, DatabaseOutagePausesAndLosesNothing) {
   produce_events(0, 10, 5);
   ASSERT_TRUE(wait_processed(10)) << worker.process().log();
 
+  // Caught up: nothing waits.
+  ASSERT_TRUE(wait_until([&] {
+    return metric_sum(worker.http_get("/metrics").second, "crm_worker_kafka_consumer_lag_seconds{") == 0;
+  }, 10s));
   db_.set_available(false);
   produce_events(10, 20, 5);
   // The worker keeps running and keeps its hands off the offsets.
   std::this_thread::sleep_for(3s);
   ASSERT_TRUE(worker.process().running()) << worker.process().log();
   EXPECT_EQ(worker.http_get("/readyz").first, 503);
+  // Its partitions are paused, and the lag in seconds shows the held
+  // messages ageing (the offset lag would stand still).
+  const std::string during = worker.http_get("/metrics").second;
+  double oldest = 0;
+  for (int p = 0; p < 4; ++p) {
+    oldest = std::max(oldest, metric_sum(during, "crm_worker_kafka_consumer_lag_seconds{partition=\"" +
+                                                     std::to_string(p) + "\",topic=\"crm.outreach.events\"}"));
+  }
+  EXPECT_GE(oldest, 2.0) << during;
   db_.set_available(true);
   ASSERT_TRUE(wait_processed(30)) << worker.process().log();
+  EXPECT_TRUE(wait_until([&] {
+    return metric_sum(worker.http_get("/metrics").second, "crm_worker_kafka_consumer_lag_seconds{") == 0;
+  }, 10s));
   EXPECT_EQ(db_.count("SELECT count(*) FROM dead_letters"), 0);
   EXPECT_EQ(db_.count("SELECT count(*) FROM outreach_activities"), 30);
   EXPECT_TRUE(wait_until([&] { return worker.http_get("/readyz").first == 200; }, 10s));
