@@ -30,6 +30,10 @@ expect_file etc/crm-worker/crm-worker.toml
 expect_file usr/share/doc/crm-worker/crm-worker.toml.example
 expect_file usr/share/doc/crm-worker/README.md
 expect_file usr/share/crm-worker/sql/roles.sql
+expect_file usr/share/crm-worker/monitoring/grafana/crm-worker.json
+expect_file usr/share/crm-worker/monitoring/prometheus/alerts.yml
+expect_file usr/share/crm-worker/monitoring/prometheus/scrape.yml
+expect_file usr/share/crm-worker/monitoring/README.md
 
 conffiles=$(dpkg-deb -f "$deb" Package >/dev/null && dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
 if ! grep -qx /etc/crm-worker/crm-worker.toml <<<"$conffiles"; then
