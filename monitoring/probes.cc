@@ -1,5 +1,7 @@
 #include "monitoring/probes.h"
 
+#include <chrono>
+
 #include <cctype>
 
 #include <prometheus/gauge.h>
@@ -113,6 +115,16 @@ Metrics::Metrics(std::vector<std::string> topics, std::vector<std::string> event
     retries_->Add({{"api", api}});
   }
   for (const char* status : kFollowupStatuses) followups_->Add({{"status", status}});
+  prometheus::BuildGauge()
+      .Name("crm_worker_start_time_seconds")
+      .Help("When this process started, in Unix seconds: a change is a restart (the watchdog, "
+            "a crash, a deploy).")
+      .Register(*registry_)
+      .Add({})
+      .Set(static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count()) /
+           1000.0);
   prometheus::BuildGauge()
       .Name("crm_worker_build_info")
       .Help("Build metadata; the value is always 1.")

@@ -171,7 +171,7 @@ TEST_F(DashboardTest, ShowsEveryMetricTheSpecAsksFor) {
         "crm_worker_sync_queue_jobs", "crm_worker_sync_queue_oldest_pending_seconds",
         "crm_worker_followups", "crm_worker_followups_overdue_seconds",
         "crm_worker_external_requests_total", "crm_worker_external_request_seconds_bucket",
-        "crm_worker_retries_total", "crm_worker_build_info"}) {
+        "crm_worker_retries_total", "crm_worker_build_info", "crm_worker_start_time_seconds"}) {
     EXPECT_TRUE(used.count(m)) << m << " has no panel";
   }
   EXPECT_TRUE(up) << "no panel shows up{}";
