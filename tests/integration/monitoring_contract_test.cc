@@ -27,6 +27,7 @@
 #include "tests/harness/harness.h"
 #include "tests/harness/monitoring_queries.h"
 #include "tests/harness/outreach_history.h"
+#include "tests/harness/source_tree.h"
 
 namespace crm::test {
 namespace {
@@ -34,17 +35,6 @@ namespace {
 namespace fs = std::filesystem;
 namespace mq = monitoring_queries;
 
-fs::path source_root() {
-  // tests/integration/monitoring_contract_test.cc → the repository root.
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::vector<mq::Query> monitoring_queries() {
   std::vector<mq::Query> out;

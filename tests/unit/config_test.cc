@@ -3,6 +3,7 @@
 // key; secrets only from the environment or credentials and never printed.
 
 #include "daemon/config.h"
+#include "tests/harness/source_tree.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -74,18 +75,8 @@ class ConfigTest : public ::testing::Test {
   std::string path_;
 };
 
-fs::path source_root() {
-  // tests/unit/config_test.cc → the repository root, without a compile
-  // definition: __FILE__ is the path the compiler was given.
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using test::read_file;
+using test::source_root;
 
 // --- defaults --------------------------------------------------------------------
 

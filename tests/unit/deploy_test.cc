@@ -18,23 +18,15 @@
 #include "daemon/commands.h"
 #include "daemon/config.h"
 #include "daemon/core/time.h"
+#include "tests/harness/source_tree.h"
 
 namespace crm {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path source_root() {
-  // tests/unit/deploy_test.cc → the repository root.
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using test::read_file;
+using test::source_root;
 
 // Runs a shell command; returns its exit status and what it printed
 // (stdout and stderr).

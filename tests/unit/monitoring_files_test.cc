@@ -17,6 +17,7 @@
 #include <boost/json.hpp>
 
 #include "tests/harness/monitoring_queries.h"
+#include "tests/harness/source_tree.h"
 
 namespace crm::test {
 namespace {
@@ -25,18 +26,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 namespace mq = monitoring_queries;
 
-fs::path source_root() {
-  // tests/unit/monitoring_files_test.cc → the repository root (__FILE__ is
-  // the path the compiler was given, as in config_test.cc).
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string str(const json::object& o, const char* key) {
   const json::value* v = o.if_contains(key);
