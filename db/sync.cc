@@ -320,6 +320,13 @@ WHERE jsonb_array_length($1::jsonb) = 0 OR status IN (SELECT jsonb_array_element
 ORDER BY id DESC LIMIT $2
 )SQL";
 
+// The entities of the failed and dead jobs a redrive looks at ($1: one job,
+// NULL: all).
+constexpr const char* kRedriveEntities = R"SQL(
+SELECT DISTINCT entity_type, entity_id FROM sync_queue
+WHERE status IN ('failed', 'dead') AND ($1::bigint IS NULL OR id = $1::bigint)
+)SQL";
+
 // A failed or dead job is superseded by any newer job of its entity (that
 // one pushes a newer state); only the newest comes back.
 constexpr const char* kRedrive = R"SQL(
@@ -618,7 +625,16 @@ std::vector<SyncJobView> list_sync_jobs(pqxx::transaction_base& tx,
 
 RedriveResult redrive_sync_jobs(pqxx::transaction_base& tx, std::optional<long long> id) {
   const std::string text = id ? std::to_string(*id) : std::string();
-  const pqxx::result r = tx.exec_params(kRedrive, id ? text.c_str() : nullptr);
+  const char* param = id ? text.c_str() : nullptr;
+  // The entities' locks first, as the enqueue takes them: a request arriving
+  // meanwhile either committed its pending job (this job is then superseded)
+  // or waits and finds this one pending.
+  std::vector<std::pair<std::string, std::string>> entities;
+  for (const auto& row : tx.exec_params(kRedriveEntities, param)) {
+    entities.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
+  }
+  lock_sync_entities(tx, entities);
+  const pqxx::result r = tx.exec_params(kRedrive, param);
   RedriveResult out;
   out.redriven = r[0][0].as<int>();
   out.superseded = r[0][1].as<int>();

@@ -489,6 +489,38 @@ TEST_F(SyncTest, ARetryAndANewerRequestCommittingMeanwhileDoNotCollide) {
   EXPECT_EQ(q("SELECT count(*) || ' ' || min(operation) || ' ' || min(status) FROM sync_queue"), "1 delete pending");
 }
 
+// The same for a redrive: a request committed while the operator redrives
+// supersedes the failed job instead of colliding with it.
+TEST_F(SyncTest, ARedriveAndANewerRequestCommittingMeanwhileDoNotCollide) {
+  request("company", "ghost");
+  drain();
+  ASSERT_EQ(q("SELECT status FROM sync_queue"), "failed");
+  auto enqueue = db_.connect();
+  pqxx::work etx(*enqueue);
+  db::lock_sync_entities(etx, {{"company", "ghost"}});
+  etx.exec("INSERT INTO sync_queue (entity_type, entity_id, operation, requested_at) "
+           "VALUES ('company', 'ghost', 'delete', '2026-03-02T09:00:00Z')");
+  db::RedriveResult result;
+  std::string error;
+  std::thread redrive([&] {
+    try {
+      auto c = db_.connect();
+      pqxx::work tx(*c);
+      result = db::redrive_sync_jobs(tx, std::nullopt);
+      tx.commit();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(300ms);
+  etx.commit();
+  redrive.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(result.redriven, 0);
+  EXPECT_EQ(result.superseded, 1);
+  EXPECT_EQ(q("SELECT string_agg(status, ',' ORDER BY id) FROM sync_queue"), "failed,pending");
+}
+
 TEST_F(SyncTest, AJobThatDiesDoesNotTakeANewerRequestWithIt) {
   config_.retry.max_attempts = 1;
   company("c1", "Acme");
