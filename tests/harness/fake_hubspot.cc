@@ -75,6 +75,16 @@ Answer json_answer(int status, const json::value& body) {
   return a;
 }
 
+// A completed batch's answer body, as HubSpot's batch endpoints give it.
+json::object batch_answer(json::array results, const std::string& started) {
+  json::object out;
+  out["status"] = "COMPLETE";
+  out["results"] = std::move(results);
+  out["startedAt"] = started;
+  out["completedAt"] = iso_now();
+  return out;
+}
+
 // A request body that failed validation: what to answer, as a value.
 struct Invalid {
   std::string message;
@@ -439,11 +449,7 @@ Answer FakeHubspot::upsert(const std::string& type, const std::string& body) {
     result["new"] = created;
     results.push_back(std::move(result));
   }
-  json::object out;
-  out["status"] = "COMPLETE";
-  out["results"] = std::move(results);
-  out["startedAt"] = started;
-  out["completedAt"] = iso_now();
+  json::object out = batch_answer(std::move(results), started);
   return json_answer(200, out);
 }
 
@@ -499,11 +505,7 @@ Answer FakeHubspot::read(const std::string& type, const std::string& body) {
     results.push_back(object_json(*o, std::move(props)));
   }
 
-  json::object out;
-  out["status"] = "COMPLETE";
-  out["results"] = std::move(results);
-  out["startedAt"] = started;
-  out["completedAt"] = iso_now();
+  json::object out = batch_answer(std::move(results), started);
   if (missing.empty()) return json_answer(200, out);
   json::object context;
   context["ids"] = std::move(missing);
@@ -601,11 +603,7 @@ Answer FakeHubspot::associate(const std::string& from_type, const std::string& t
     results.push_back(std::move(result));
     associations_.insert(std::move(a));
   }
-  json::object out;
-  out["status"] = "COMPLETE";
-  out["results"] = std::move(results);
-  out["startedAt"] = started;
-  out["completedAt"] = iso_now();
+  json::object out = batch_answer(std::move(results), started);
   return json_answer(200, out);
 }
 
