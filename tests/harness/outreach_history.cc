@@ -1,6 +1,7 @@
 #include "tests/harness/outreach_history.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 
 #include <boost/json.hpp>
@@ -364,6 +365,12 @@ Status apply_events(db::Database& db, const std::vector<HistoryEvent>& events, s
     }
   }
   return Status::ok();
+}
+
+std::string at_hour(int hour, int minute) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "2026-03-%02dT%02d:%02d:00Z", 1 + hour / 24, hour % 24, minute);
+  return buf;
 }
 
 std::string outreach_tables(const TestDatabase& db) {

@@ -60,6 +60,10 @@ void seed_web_app_rows(const TestDatabase& db, const HistoryShape& shape = {});
 // Sorted by (time, id): the order the invariant compares against.
 std::vector<HistoryEvent> in_time_order(std::vector<HistoryEvent> events);
 
+// An RFC 3339 event time on the tests' calendar: `hour` hours (and
+// `minute` minutes) after 2026-03-01T00:00:00Z.
+std::string at_hour(int hour, int minute = 0);
+
 // A CloudEvent of `type` in structured mode, as a history event.
 HistoryEvent cloud_event(const std::string& id, const std::string& type, const std::string& time,
                          const std::string& data_json);

@@ -19,12 +19,6 @@
 namespace crm::test {
 namespace {
 
-std::string t(int hour, int minute = 0) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "2026-03-%02dT%02d:%02d:00Z", 1 + hour / 24, hour % 24, minute);
-  return buf;
-}
-
 // The deal columns a HubSpot change may move, and the web app's updated_at.
 constexpr const char* kDealRow =
     "SELECT concat_ws('|', stage, amount, close_date, stage_changed_at, amount_changed_at,"
@@ -47,12 +41,12 @@ class HubspotChangesTest : public ::testing::Test {
     return cloud_event("e" + std::to_string(next_++), type, time, data);
   }
   // A change of `property` of HubSpot deal `object_id` made at `occurred`;
-  // `value` is JSON ("\"x\"", "null"). Published at t(20), after all of
+  // `value` is JSON ("\"x\"", "null"). Published at at_hour(20), after all of
   // them: the rule reads occurred_at, not the event's time.
   HistoryEvent change(const std::string& object_id, const std::string& property,
                       const std::string& value, const std::string& occurred,
                       const std::string& object_type = "deal") {
-    HistoryEvent e = ev("hubspot.object.changed", t(20),
+    HistoryEvent e = ev("hubspot.object.changed", at_hour(20),
                         R"({"object_type":")" + object_type + R"(","object_id":")" + object_id +
                             R"(","property":")" + property + R"(","value":)" + value +
                             R"(,"occurred_at":")" + occurred + "\"}");
@@ -86,12 +80,12 @@ class HubspotChangesTest : public ::testing::Test {
 };
 
 TEST_F(HubspotChangesTest, AChangeNewerThanTheWebAppsWriteWinsAndLeavesUpdatedAtAlone) {
-  web_app_deal("d1", "h1", t(10));
-  apply({change("h1", "dealstage", R"("closedwon")", t(12)),
-         change("h1", "amount", R"("1500.50")", t(12)),
-         change("h1", "closedate", R"("1782777600000")", t(12, 30))});
-  EXPECT_EQ(deal("d1"), "closed_won|1500.50|2026-06-30|" + ts(t(12)) + "|" + ts(t(12)) + "|" +
-                            ts(t(12, 30)) + "|" + ts(t(10)));
+  web_app_deal("d1", "h1", at_hour(10));
+  apply({change("h1", "dealstage", R"("closedwon")", at_hour(12)),
+         change("h1", "amount", R"("1500.50")", at_hour(12)),
+         change("h1", "closedate", R"("1782777600000")", at_hour(12, 30))});
+  EXPECT_EQ(deal("d1"), "closed_won|1500.50|2026-06-30|" + ts(at_hour(12)) + "|" + ts(at_hour(12)) + "|" +
+                            ts(at_hour(12, 30)) + "|" + ts(at_hour(10)));
   // The timeline has them, as every event.
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities WHERE type = 'hubspot.object.changed'"
               " AND entity_type = 'hubspot' AND entity_id = 'deal:h1' AND prospect_id IS NULL"),
@@ -100,35 +94,35 @@ TEST_F(HubspotChangesTest, AChangeNewerThanTheWebAppsWriteWinsAndLeavesUpdatedAt
 }
 
 TEST_F(HubspotChangesTest, AChangeOlderThanTheWebAppsWriteLoses) {
-  web_app_deal("d1", "h1", t(10));
+  web_app_deal("d1", "h1", at_hour(10));
   const std::string before = deal("d1");
-  apply({change("h1", "dealstage", R"("closedlost")", t(9)),
-         change("h1", "amount", R"("1")", t(9, 59)),
-         change("h1", "closedate", R"("2026-07-01")", t(10))});  // the same instant is not newer
+  apply({change("h1", "dealstage", R"("closedlost")", at_hour(9)),
+         change("h1", "amount", R"("1")", at_hour(9, 59)),
+         change("h1", "closedate", R"("2026-07-01")", at_hour(10))});  // the same instant is not newer
   EXPECT_EQ(deal("d1"), before);
-  EXPECT_EQ(deal("d1"), "qualification|500|2026-05-31|" + ts(t(10)));
+  EXPECT_EQ(deal("d1"), "qualification|500|2026-05-31|" + ts(at_hour(10)));
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities"), 3);
   // A newer one after them still wins, alone.
-  apply({change("h1", "amount", R"("2000")", t(11))});
-  EXPECT_EQ(deal("d1"), "qualification|2000|2026-05-31|" + ts(t(11)) + "|" + ts(t(10)));
+  apply({change("h1", "amount", R"("2000")", at_hour(11))});
+  EXPECT_EQ(deal("d1"), "qualification|2000|2026-05-31|" + ts(at_hour(11)) + "|" + ts(at_hour(10)));
 }
 
 TEST_F(HubspotChangesTest, OutOfOrderChangesOfAFieldEndWithTheNewestInEveryOrder) {
-  std::vector<HistoryEvent> changes = {change("h1", "amount", R"("100")", t(11)),
-                                       change("h1", "amount", R"("300")", t(13)),
-                                       change("h1", "amount", R"("200")", t(12)),
-                                       change("h1", "closedate", R"("2026-07-01")", t(12)),
-                                       change("h1", "closedate", R"("")", t(14)),  // cleared
-                                       change("h1", "closedate", R"("2026-08-01")", t(13))};
+  std::vector<HistoryEvent> changes = {change("h1", "amount", R"("100")", at_hour(11)),
+                                       change("h1", "amount", R"("300")", at_hour(13)),
+                                       change("h1", "amount", R"("200")", at_hour(12)),
+                                       change("h1", "closedate", R"("2026-07-01")", at_hour(12)),
+                                       change("h1", "closedate", R"("")", at_hour(14)),  // cleared
+                                       change("h1", "closedate", R"("2026-08-01")", at_hour(13))};
   std::sort(changes.begin(), changes.end(),
             [](const HistoryEvent& a, const HistoryEvent& b) { return a.id < b.id; });
   int orders = 0;
   do {
     // Every order of the amounts, with the close dates in the same positions.
     fresh_database();
-    web_app_deal("d1", "h1", t(10));
+    web_app_deal("d1", "h1", at_hour(10));
     apply(changes);
-    ASSERT_EQ(deal("d1"), "qualification|300|" + ts(t(13)) + "|" + ts(t(14)) + "|" + ts(t(10)))
+    ASSERT_EQ(deal("d1"), "qualification|300|" + ts(at_hour(13)) + "|" + ts(at_hour(14)) + "|" + ts(at_hour(10)))
         << "order " << orders;
     ++orders;
   } while (std::next_permutation(changes.begin(), changes.begin() + 3,
@@ -137,10 +131,10 @@ TEST_F(HubspotChangesTest, OutOfOrderChangesOfAFieldEndWithTheNewestInEveryOrder
   EXPECT_EQ(orders, 6);
   // All in one batch, and again (duplicates): the same.
   fresh_database();
-  web_app_deal("d1", "h1", t(10));
+  web_app_deal("d1", "h1", at_hour(10));
   apply(changes, changes.size());
   apply(changes, 2);
-  EXPECT_EQ(deal("d1"), "qualification|300|" + ts(t(13)) + "|" + ts(t(14)) + "|" + ts(t(10)));
+  EXPECT_EQ(deal("d1"), "qualification|300|" + ts(at_hour(13)) + "|" + ts(at_hour(14)) + "|" + ts(at_hour(10)));
 }
 
 TEST_F(HubspotChangesTest, TheStageCompetesWithStageChangedEventsByTime) {
@@ -150,30 +144,30 @@ TEST_F(HubspotChangesTest, TheStageCompetesWithStageChangedEventsByTime) {
   auto history = [&] {
     next_ = 0;
     return std::vector<HistoryEvent>{
-        ev("crm.deal.stage_changed", t(5), R"({"deal_id":"d1","stage":"proposal"})"),
-        change("h1", "dealstage", R"("decisionmakerboughtin")", t(6)),  // ours: negotiation
-        ev("crm.deal.stage_changed", t(7), R"({"deal_id":"d1","stage":"qualification","amount":700})"),
-        change("h1", "dealstage", R"("appointmentscheduled")", t(6, 30)),  // older than t(7)
-        change("h1", "dealstage", R"("")", t(8)),                         // cleared: no stage
-        change("h1", "amount", R"("900")", t(7, 30))};
+        ev("crm.deal.stage_changed", at_hour(5), R"({"deal_id":"d1","stage":"proposal"})"),
+        change("h1", "dealstage", R"("decisionmakerboughtin")", at_hour(6)),  // ours: negotiation
+        ev("crm.deal.stage_changed", at_hour(7), R"({"deal_id":"d1","stage":"qualification","amount":700})"),
+        change("h1", "dealstage", R"("appointmentscheduled")", at_hour(6, 30)),  // older than at_hour(7)
+        change("h1", "dealstage", R"("")", at_hour(8)),                         // cleared: no stage
+        change("h1", "amount", R"("900")", at_hour(7, 30))};
   };
   const std::string expected =
-      "qualification|900|2026-05-31|" + ts(t(7)) + "|" + ts(t(7, 30)) + "|" + ts(t(1));
+      "qualification|900|2026-05-31|" + ts(at_hour(7)) + "|" + ts(at_hour(7, 30)) + "|" + ts(at_hour(1));
 
-  // In order: the HubSpot change at t(6) beats the event at t(5), mapped back.
-  web_app_deal("d1", "h1", t(1));
+  // In order: the HubSpot change at at_hour(6) beats the event at at_hour(5), mapped back.
+  web_app_deal("d1", "h1", at_hour(1));
   std::vector<HistoryEvent> events = history();
   apply({events[0]});
-  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + t(5) + "') FROM deals"), "proposal|t");
+  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + at_hour(5) + "') FROM deals"), "proposal|t");
   apply({events[1]});
-  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + t(6) + "') FROM deals"), "negotiation|t");
+  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + at_hour(6) + "') FROM deals"), "negotiation|t");
   apply(events);
   EXPECT_EQ(deal("d1"), expected);
 
   // Newest first, and all in one batch: the same.
   for (size_t batch : {size_t{1}, size_t{6}}) {
     fresh_database();
-    web_app_deal("d1", "h1", t(1));
+    web_app_deal("d1", "h1", at_hour(1));
     events = history();
     std::reverse(events.begin(), events.end());
     apply(events, batch);
@@ -181,19 +175,19 @@ TEST_F(HubspotChangesTest, TheStageCompetesWithStageChangedEventsByTime) {
   }
 
   // A HubSpot stage newer than every event wins; unmapped, it is kept as is.
-  apply({change("h1", "dealstage", R"("appointmentscheduled")", t(9))});
-  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + t(9) + "') FROM deals"),
+  apply({change("h1", "dealstage", R"("appointmentscheduled")", at_hour(9))});
+  EXPECT_EQ(q("SELECT concat_ws('|', stage, stage_changed_at = '" + at_hour(9) + "') FROM deals"),
             "appointmentscheduled|t");
 }
 
 TEST_F(HubspotChangesTest, AChangeForAnUnknownIdWaitsForTheWriteBack) {
-  apply({ev("crm.email.sent", t(1), R"({"email_id":"m9","prospect_id":"p9"})")});
-  web_app_deal("d9", "", t(10), "p9");
+  apply({ev("crm.email.sent", at_hour(1), R"({"email_id":"m9","prospect_id":"p9"})")});
+  web_app_deal("d9", "", at_hour(10), "p9");
   sql("UPDATE prospects SET deal_value = 500");
-  apply({change("h9", "amount", R"("2500")", t(12)),
-         change("h9", "dealstage", R"("closedlost")", t(12)),
-         change("h9", "amount", R"("1000")", t(9))});  // older than the web app's write
-  EXPECT_EQ(deal("d9"), "qualification|500|2026-05-31|" + ts(t(10)));
+  apply({change("h9", "amount", R"("2500")", at_hour(12)),
+         change("h9", "dealstage", R"("closedlost")", at_hour(12)),
+         change("h9", "amount", R"("1000")", at_hour(9))});  // older than the web app's write
+  EXPECT_EQ(deal("d9"), "qualification|500|2026-05-31|" + ts(at_hour(10)));
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities WHERE entity_id = 'deal:h9'"), 3);
 
   // What the sync executor does: write the id back, then reproject.
@@ -205,7 +199,7 @@ TEST_F(HubspotChangesTest, AChangeForAnUnknownIdWaitsForTheWriteBack) {
     tx.commit();
   };
   write_back();
-  EXPECT_EQ(deal("d9"), "closed_lost|2500|2026-05-31|" + ts(t(12)) + "|" + ts(t(12)) + "|" + ts(t(10)));
+  EXPECT_EQ(deal("d9"), "closed_lost|2500|2026-05-31|" + ts(at_hour(12)) + "|" + ts(at_hour(12)) + "|" + ts(at_hour(10)));
   // The prospect's deal value follows; its status does not (HubSpot's close
   // moves the deal only).
   EXPECT_EQ(q("SELECT concat_ws('|', deal_value, sales_status) FROM prospects WHERE id = 'p9'"), "2500|contacted");
@@ -217,17 +211,17 @@ TEST_F(HubspotChangesTest, AChangeForAnUnknownIdWaitsForTheWriteBack) {
   // It gives what applying the changes after the write-back gives.
   fresh_database();
   next_ = 0;
-  apply({ev("crm.email.sent", t(1), R"({"email_id":"m9","prospect_id":"p9"})")});
-  web_app_deal("d9", "h9", t(10), "p9");
-  apply({change("h9", "amount", R"("1000")", t(9)), change("h9", "dealstage", R"("closedlost")", t(12)),
-         change("h9", "amount", R"("2500")", t(12))});
-  EXPECT_EQ(deal("d9"), "closed_lost|2500|2026-05-31|" + ts(t(12)) + "|" + ts(t(12)) + "|" + ts(t(10)));
+  apply({ev("crm.email.sent", at_hour(1), R"({"email_id":"m9","prospect_id":"p9"})")});
+  web_app_deal("d9", "h9", at_hour(10), "p9");
+  apply({change("h9", "amount", R"("1000")", at_hour(9)), change("h9", "dealstage", R"("closedlost")", at_hour(12)),
+         change("h9", "amount", R"("2500")", at_hour(12))});
+  EXPECT_EQ(deal("d9"), "closed_lost|2500|2026-05-31|" + ts(at_hour(12)) + "|" + ts(at_hour(12)) + "|" + ts(at_hour(10)));
   EXPECT_EQ(q("SELECT deal_value FROM prospects WHERE id = 'p9'"), "2500");
 }
 
 TEST_F(HubspotChangesTest, ReprojectingCompaniesAndContactsChangesNothing) {
-  sql("INSERT INTO companies (id, name, hubspot_company_id, updated_at) VALUES ('co1', 'Acme', 'hc1', '" + t(1) + "')");
-  apply({change("hc1", "name", R"("Acme Corp")", t(5), "company")});
+  sql("INSERT INTO companies (id, name, hubspot_company_id, updated_at) VALUES ('co1', 'Acme', 'hc1', '" + at_hour(1) + "')");
+  apply({change("hc1", "name", R"("Acme Corp")", at_hour(5), "company")});
   auto c = db_->connect();
   pqxx::work tx(*c);
   const std::string before = outreach_tables(*db_);
@@ -241,58 +235,58 @@ TEST_F(HubspotChangesTest, ReprojectingCompaniesAndContactsChangesNothing) {
 }
 
 TEST_F(HubspotChangesTest, PropertiesTheLocalSideOwnsHaveNoEffect) {
-  web_app_deal("d1", "h1", t(1), "p1");
+  web_app_deal("d1", "h1", at_hour(1), "p1");
   sql("INSERT INTO companies (id, name, phone, hubspot_company_id, updated_at)"
-      " VALUES ('co1', 'Acme', '+1 555', 'hc1', '" + t(1) + "')");
+      " VALUES ('co1', 'Acme', '+1 555', 'hc1', '" + at_hour(1) + "')");
   sql("INSERT INTO contacts (id, company_id, email, first_name, hubspot_contact_id, updated_at)"
-      " VALUES ('ct1', 'co1', 'ada@acme.test', 'Ada', 'hk1', '" + t(1) + "')");
+      " VALUES ('ct1', 'co1', 'ada@acme.test', 'Ada', 'hk1', '" + at_hour(1) + "')");
   const std::string rows =
       "SELECT string_agg(r, E'\\n' ORDER BY r) FROM ("
       " SELECT to_jsonb(d)::text AS r FROM deals d UNION ALL SELECT to_jsonb(c)::text FROM companies c"
       " UNION ALL SELECT to_jsonb(k)::text FROM contacts k) x";
   const std::string before = q(rows);
-  apply({change("h1", "dealname", R"("Renamed")", t(5)),
-         change("h1", "description", R"("")", t(5)),
-         change("h1", "hs_priority", R"("high")", t(5)),
-         change("h1", "hubspot_owner_id", R"("42")", t(5)),
-         change("h1", "Amount", R"("lots")", t(5)),  // not the amount property: any text
-         change("hc1", "name", R"("Acme Corp")", t(5), "company"),
-         change("hc1", "phone", "null", t(5), "company"),
-         change("hc1", "amount", R"("12")", t(5), "company"),
-         change("hk1", "email", R"("ada@elsewhere.test")", t(5), "contact"),
-         change("hk1", "closedate", R"("soon")", t(5), "contact"),
-         change("h-none", "dealname", R"("x")", t(5))});
+  apply({change("h1", "dealname", R"("Renamed")", at_hour(5)),
+         change("h1", "description", R"("")", at_hour(5)),
+         change("h1", "hs_priority", R"("high")", at_hour(5)),
+         change("h1", "hubspot_owner_id", R"("42")", at_hour(5)),
+         change("h1", "Amount", R"("lots")", at_hour(5)),  // not the amount property: any text
+         change("hc1", "name", R"("Acme Corp")", at_hour(5), "company"),
+         change("hc1", "phone", "null", at_hour(5), "company"),
+         change("hc1", "amount", R"("12")", at_hour(5), "company"),
+         change("hk1", "email", R"("ada@elsewhere.test")", at_hour(5), "contact"),
+         change("hk1", "closedate", R"("soon")", at_hour(5), "contact"),
+         change("h-none", "dealname", R"("x")", at_hour(5))});
   EXPECT_EQ(q(rows), before);
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities"), 11);
   EXPECT_EQ(n("SELECT count(*) FROM prospects"), 0);  // a deal's prospect is not created by HubSpot
 }
 
 TEST_F(HubspotChangesTest, ApplyingAChangeNeverQueuesASyncJob) {
-  web_app_deal("d1", "h1", t(1));
+  web_app_deal("d1", "h1", at_hour(1));
   sql("INSERT INTO companies (id, name, hubspot_company_id) VALUES ('co1', 'Acme', 'hc1')");
-  apply({change("h1", "dealstage", R"("closedwon")", t(5)), change("h1", "amount", R"("10")", t(5)),
-         change("h1", "closedate", R"("2026-09-01")", t(5)), change("hc1", "name", R"("A")", t(5), "company"),
-         change("h-unknown", "amount", R"("5")", t(5))},
+  apply({change("h1", "dealstage", R"("closedwon")", at_hour(5)), change("h1", "amount", R"("10")", at_hour(5)),
+         change("h1", "closedate", R"("2026-09-01")", at_hour(5)), change("hc1", "name", R"("A")", at_hour(5), "company"),
+         change("h-unknown", "amount", R"("5")", at_hour(5))},
         5);
   EXPECT_EQ(q("SELECT stage FROM deals"), "closed_won");
   EXPECT_EQ(n("SELECT count(*) FROM sync_queue"), 0);
   // The web app's request is the one source of jobs, in the same batch too.
-  apply({change("h1", "amount", R"("20")", t(6)),
-         ev("crm.sync.requested", t(6), R"({"entity_type":"deal","entity_id":"d1","operation":"upsert"})")},
+  apply({change("h1", "amount", R"("20")", at_hour(6)),
+         ev("crm.sync.requested", at_hour(6), R"({"entity_type":"deal","entity_id":"d1","operation":"upsert"})")},
         2);
   EXPECT_EQ(q("SELECT string_agg(concat_ws('|', entity_type, entity_id, operation), ',') FROM sync_queue"),
             "deal|d1|upsert");
 }
 
 TEST_F(HubspotChangesTest, ContractViolationsAreDeadLettersAndRedeliveriesDuplicates) {
-  web_app_deal("d1", "h1", t(1));
+  web_app_deal("d1", "h1", at_hour(1));
   std::vector<HistoryEvent> events = {
-      change("h1", "amount", R"("lots")", t(5)),
-      change("h1", "closedate", R"("next week")", t(5)),
+      change("h1", "amount", R"("lots")", at_hour(5)),
+      change("h1", "closedate", R"("next week")", at_hour(5)),
       change("h1", "amount", R"("10")", "yesterday"),
-      change("h1", "amount", R"("10")", t(5), "ticket"),
-      ev("hubspot.object.changed", t(5), R"({"object_type":"deal","property":"amount","value":"1","occurred_at":")" + t(5) + "\"}"),
-      change("h1", "amount", R"("10")", t(5))};
+      change("h1", "amount", R"("10")", at_hour(5), "ticket"),
+      ev("hubspot.object.changed", at_hour(5), R"({"object_type":"deal","property":"amount","value":"1","occurred_at":")" + at_hour(5) + "\"}"),
+      change("h1", "amount", R"("10")", at_hour(5))};
   std::vector<WorkItem> items;
   for (size_t i = 0; i < events.size(); ++i) items.push_back(work_item(events[i], static_cast<long long>(i)));
   items.push_back(work_item(events.back(), 99));  // delivered twice

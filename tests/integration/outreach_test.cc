@@ -16,12 +16,6 @@
 namespace crm::test {
 namespace {
 
-std::string t(int hour, int minute = 0) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "2026-03-%02dT%02d:%02d:00Z", 1 + hour / 24, hour % 24, minute);
-  return buf;
-}
-
 class OutreachTest : public ::testing::Test {
  protected:
   TestDatabase db_;
@@ -53,27 +47,27 @@ class OutreachTest : public ::testing::Test {
 
 TEST_F(OutreachTest, EmailLifecycleCountsDistinctEngagementAndCancelsFollowupsOnReply) {
   const std::string e = R"("email_id":"m1","prospect_id":"p1")";
-  apply({ev("crm.prospect.discovered", t(1), R"({"prospect_id":"p1","name":"Ada"})"),
-         ev("crm.email.sent", t(2), "{" + e + R"(,"template":"intro","subject":"Hi","provider_message_id":"x1"})"),
-         ev("crm.email.opened", t(3), "{" + e + R"(,"machine_open":true})"),
-         ev("crm.email.opened", t(5), "{" + e + "}"),
-         ev("crm.email.opened", t(4), "{" + e + "}"),
-         ev("crm.email.delivered", t(2, 30), "{" + e + "}"),
-         ev("crm.email.clicked", t(6), "{" + e + R"(,"url":"https://x"})"),
-         ev("crm.email.clicked", t(7), "{" + e + "}"),
-         ev("crm.email.replied", t(8), "{" + e + R"(,"reply_text":"Yes"})")});
+  apply({ev("crm.prospect.discovered", at_hour(1), R"({"prospect_id":"p1","name":"Ada"})"),
+         ev("crm.email.sent", at_hour(2), "{" + e + R"(,"template":"intro","subject":"Hi","provider_message_id":"x1"})"),
+         ev("crm.email.opened", at_hour(3), "{" + e + R"(,"machine_open":true})"),
+         ev("crm.email.opened", at_hour(5), "{" + e + "}"),
+         ev("crm.email.opened", at_hour(4), "{" + e + "}"),
+         ev("crm.email.delivered", at_hour(2, 30), "{" + e + "}"),
+         ev("crm.email.clicked", at_hour(6), "{" + e + R"(,"url":"https://x"})"),
+         ev("crm.email.clicked", at_hour(7), "{" + e + "}"),
+         ev("crm.email.replied", at_hour(8), "{" + e + R"(,"reply_text":"Yes"})")});
   EXPECT_EQ(q("SELECT concat_ws('|', status, status_rank, open_count, machine_open_count, click_count, reply_text)"
               " FROM email_activities WHERE id = 'm1'"),
             "replied|5|2|1|2|Yes");
   // First human open, not the machine's.
-  EXPECT_EQ(q("SELECT opened_at = '" + t(4) + "' AND machine_opened_at = '" + t(3) + "' FROM email_activities"), "t");
+  EXPECT_EQ(q("SELECT opened_at = '" + at_hour(4) + "' AND machine_opened_at = '" + at_hour(3) + "' FROM email_activities"), "t");
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, email_status, emails_sent_count, emails_opened_count,"
               " emails_clicked_count, emails_replied_count, lead_score) FROM prospects WHERE id = 'p1'"),
             "replied|replied|1|1|1|1|45");
-  EXPECT_EQ(q("SELECT last_contact_at = '" + t(8) + "' FROM prospects"), "t");
+  EXPECT_EQ(q("SELECT last_contact_at = '" + at_hour(8) + "' FROM prospects"), "t");
   // The sequence's first step was scheduled from the send (the next one
   // waits for it to fire) and cancelled by the reply.
-  EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, cancel_reason, due_at = '" + t(2) +
+  EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, cancel_reason, due_at = '" + at_hour(2) +
               "'::timestamptz + interval '3 days'), ',' ORDER BY id) FROM followups"),
             "m1:followup:1|cancelled|replied|t");
   EXPECT_EQ(q("SELECT string_agg(stage, ',' ORDER BY stage_date) FROM pipeline_stages"), "discovered,contacted,replied");
@@ -83,11 +77,11 @@ TEST_F(OutreachTest, EmailLifecycleCountsDistinctEngagementAndCancelsFollowupsOn
 
 TEST_F(OutreachTest, BouncedBeforeSentIsTerminalAndSuppresses) {
   const std::string e = R"("email_id":"m1","prospect_id":"p1")";
-  apply({ev("crm.email.bounced", t(3), "{" + e + R"(,"reason":"550 no such user"})"),
-         ev("crm.email.opened", t(4), "{" + e + "}"),  // after the bounce: status stays
-         ev("crm.email.sent", t(2), "{" + e + "}")});
+  apply({ev("crm.email.bounced", at_hour(3), "{" + e + R"(,"reason":"550 no such user"})"),
+         ev("crm.email.opened", at_hour(4), "{" + e + "}"),  // after the bounce: status stays
+         ev("crm.email.sent", at_hour(2), "{" + e + "}")});
   EXPECT_EQ(q("SELECT concat_ws('|', status, bounce_reason) FROM email_activities"), "bounced|550 no such user");
-  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, email_suppressed_reason, email_suppressed_at = '" + t(3) +
+  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, email_suppressed_reason, email_suppressed_at = '" + at_hour(3) +
               "') FROM prospects"),
             "contacted|bounced|t");
   EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:bounced");
@@ -95,11 +89,11 @@ TEST_F(OutreachTest, BouncedBeforeSentIsTerminalAndSuppresses) {
 }
 
 TEST_F(OutreachTest, OpenedBeforeDeliveredAndDroppedAndUnsubscribed) {
-  apply({ev("crm.email.opened", t(3), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.email.delivered", t(2), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.email.dropped", t(5), R"({"email_id":"m2","prospect_id":"p2","reason":"Bounced Address"})"),
-         ev("crm.email.unsubscribed", t(6), R"({"email_id":"m3","prospect_id":"p3"})"),
-         ev("crm.email.spam_reported", t(5), R"({"email_id":"m3","prospect_id":"p3"})")});
+  apply({ev("crm.email.opened", at_hour(3), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.email.delivered", at_hour(2), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.email.dropped", at_hour(5), R"({"email_id":"m2","prospect_id":"p2","reason":"Bounced Address"})"),
+         ev("crm.email.unsubscribed", at_hour(6), R"({"email_id":"m3","prospect_id":"p3"})"),
+         ev("crm.email.spam_reported", at_hour(5), R"({"email_id":"m3","prospect_id":"p3"})")});
   EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status), ',' ORDER BY id) FROM email_activities"),
             "m1|opened,m2|failed,m3");
   EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, email_status, email_suppressed_reason), ',' ORDER BY id)"
@@ -118,7 +112,7 @@ TEST_F(OutreachTest, SendgridEventsFindTheirEmailByMessageIdEvenBeforeTheSend) {
                   R"("sg_message_id":"XM1.filterdrecv-3"})")});
   EXPECT_EQ(n("SELECT count(*) FROM outreach_activities WHERE entity_id IS NULL"), 3);
   EXPECT_EQ(n("SELECT count(*) FROM email_activities"), 0);
-  apply({ev("crm.email.sent", t(1), R"({"email_id":"m1","prospect_id":"p1","provider_message_id":"XM1"})"),
+  apply({ev("crm.email.sent", at_hour(1), R"({"email_id":"m1","prospect_id":"p1","provider_message_id":"XM1"})"),
          // The same email with custom args: the id wins over the message id.
          sendgrid(R"({"email":"a@x","timestamp":1772366400,"event":"click","sg_event_id":"sg4",)"
                   R"("sg_message_id":"XM1.f","email_id":"m1","prospect_id":"p1","url":"https://x"})")});
@@ -134,47 +128,47 @@ TEST_F(OutreachTest, SendgridEventsFindTheirEmailByMessageIdEvenBeforeTheSend) {
 }
 
 TEST_F(OutreachTest, AReplyBeforeTheSendDoesNotCancelItsSequence) {
-  apply({ev("crm.sms.replied", t(1), R"({"sms_id":"s1","prospect_id":"p1","body":"hi"})"),
-         ev("crm.email.sent", t(2), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.email.sent", t(3), R"({"email_id":"m2","prospect_id":"p1","sequence_step":1})")});
+  apply({ev("crm.sms.replied", at_hour(1), R"({"sms_id":"s1","prospect_id":"p1","body":"hi"})"),
+         ev("crm.email.sent", at_hour(2), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.email.sent", at_hour(3), R"({"email_id":"m2","prospect_id":"p1","sequence_step":1})")});
   EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"),
             "m1:followup:1:scheduled");
-  EXPECT_EQ(q("SELECT next_follow_up_at = '" + t(2) + "'::timestamptz + interval '3 days' FROM prospects"), "t");
+  EXPECT_EQ(q("SELECT next_follow_up_at = '" + at_hour(2) + "'::timestamptz + interval '3 days' FROM prospects"), "t");
   // A reply to the email itself cancels, whatever its timestamp says.
-  apply({ev("crm.email.replied", t(1, 30), R"({"email_id":"m1"})")});
+  apply({ev("crm.email.replied", at_hour(1, 30), R"({"email_id":"m1"})")});
   EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:replied");
 }
 
 TEST_F(OutreachTest, SmsStatusesMoveForwardAndFailuresAreTerminal) {
-  apply({ev("crm.sms.status", t(3), R"({"sms_id":"s1","prospect_id":"p1","status":"delivered"})"),
-         ev("crm.sms.status", t(1), R"({"sms_id":"s1","prospect_id":"p1","status":"queued"})"),
-         ev("crm.sms.status", t(2), R"({"sms_id":"s1","prospect_id":"p1","status":"sent"})"),
-         ev("crm.sms.status", t(5), R"({"sms_id":"s2","prospect_id":"p1","status":"delivered"})"),
-         ev("crm.sms.status", t(4), R"({"sms_id":"s2","prospect_id":"p1","status":"failed"})")});
+  apply({ev("crm.sms.status", at_hour(3), R"({"sms_id":"s1","prospect_id":"p1","status":"delivered"})"),
+         ev("crm.sms.status", at_hour(1), R"({"sms_id":"s1","prospect_id":"p1","status":"queued"})"),
+         ev("crm.sms.status", at_hour(2), R"({"sms_id":"s1","prospect_id":"p1","status":"sent"})"),
+         ev("crm.sms.status", at_hour(5), R"({"sms_id":"s2","prospect_id":"p1","status":"delivered"})"),
+         ev("crm.sms.status", at_hour(4), R"({"sms_id":"s2","prospect_id":"p1","status":"failed"})")});
   EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, status_rank), ',' ORDER BY id) FROM sms_activities"),
             "s1|delivered|3,s2|failed|4");
-  EXPECT_EQ(q("SELECT status_at = '" + t(3) + "' FROM sms_activities WHERE id = 's1'"), "t");
-  apply({ev("crm.sms.replied", t(6), R"({"sms_id":"s1","prospect_id":"p1","body":"Call me"})")});
+  EXPECT_EQ(q("SELECT status_at = '" + at_hour(3) + "' FROM sms_activities WHERE id = 's1'"), "t");
+  apply({ev("crm.sms.replied", at_hour(6), R"({"sms_id":"s1","prospect_id":"p1","body":"Call me"})")});
   EXPECT_EQ(q("SELECT concat_ws('|', body, status) FROM sms_activities WHERE id = 's1'"), "Call me|delivered");
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, sms_replied_count, lead_score) FROM prospects"), "replied|1|30");
   EXPECT_EQ(n("SELECT count(*) FROM notifications WHERE kind = 'reply_received'"), 1);
 }
 
 TEST_F(OutreachTest, CallsScheduleRemindersReschedulesAndCompletions) {
-  apply({ev("crm.call.scheduled", t(1), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + t(30) + R"("})")});
-  EXPECT_EQ(q("SELECT concat_ws('|', kind, status, due_at = '" + t(30) + "'::timestamptz - interval '15 minutes')"
+  apply({ev("crm.call.scheduled", at_hour(1), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + at_hour(30) + R"("})")});
+  EXPECT_EQ(q("SELECT concat_ws('|', kind, status, due_at = '" + at_hour(30) + "'::timestamptz - interval '15 minutes')"
               " FROM followups"),
             "call_reminder|scheduled|t");
-  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, calls_scheduled_count, next_follow_up_at = '" + t(30) +
+  EXPECT_EQ(q("SELECT concat_ws('|', sales_status, calls_scheduled_count, next_follow_up_at = '" + at_hour(30) +
               "') FROM prospects"),
             "scheduled|1|t");
   // An older schedule arriving late does not undo the newer one.
-  apply({ev("crm.call.scheduled", t(3), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + t(40) + R"("})"),
-         ev("crm.call.scheduled", t(2), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + t(35) + R"("})")});
-  EXPECT_EQ(q("SELECT scheduled_at = '" + t(40) + "' FROM call_activities"), "t");
-  EXPECT_EQ(q("SELECT due_at = '" + t(40) + "'::timestamptz - interval '15 minutes' FROM followups"), "t");
-  apply({ev("crm.call.completed", t(41),
-            R"({"call_id":"c1","prospect_id":"p1","completed_at":")" + t(41) +
+  apply({ev("crm.call.scheduled", at_hour(3), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + at_hour(40) + R"("})"),
+         ev("crm.call.scheduled", at_hour(2), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + at_hour(35) + R"("})")});
+  EXPECT_EQ(q("SELECT scheduled_at = '" + at_hour(40) + "' FROM call_activities"), "t");
+  EXPECT_EQ(q("SELECT due_at = '" + at_hour(40) + "'::timestamptz - interval '15 minutes' FROM followups"), "t");
+  apply({ev("crm.call.completed", at_hour(41),
+            R"({"call_id":"c1","prospect_id":"p1","completed_at":")" + at_hour(41) +
                 R"(","duration_s":600,"notes":"good","objections":["price","timing"],"next_steps":"send","outcome":"proposal_sent"})")});
   EXPECT_EQ(q("SELECT concat_ws('|', status, duration_s, notes, objections::text, next_steps, outcome)"
               " FROM call_activities"),
@@ -188,14 +182,14 @@ TEST_F(OutreachTest, CallsScheduleRemindersReschedulesAndCompletions) {
 }
 
 TEST_F(OutreachTest, DealStageIsTheNewestAndAClosedProspectStaysClosed) {
-  apply({ev("crm.deal.stage_changed", t(5), R"({"deal_id":"d1","prospect_id":"p1","stage":"closed_lost","amount":900})"),
-         ev("crm.deal.stage_changed", t(3), R"({"deal_id":"d1","stage":"negotiation","amount":"1200.50"})"),
-         ev("crm.deal.stage_changed", t(7), R"({"deal_id":"d1","stage":"qualification"})"),
-         ev("crm.email.sent", t(6), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.payment.completed", t(8),
+  apply({ev("crm.deal.stage_changed", at_hour(5), R"({"deal_id":"d1","prospect_id":"p1","stage":"closed_lost","amount":900})"),
+         ev("crm.deal.stage_changed", at_hour(3), R"({"deal_id":"d1","stage":"negotiation","amount":"1200.50"})"),
+         ev("crm.deal.stage_changed", at_hour(7), R"({"deal_id":"d1","stage":"qualification"})"),
+         ev("crm.email.sent", at_hour(6), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.payment.completed", at_hour(8),
             R"({"payment_id":"pay1","prospect_id":"p1","amount":49,"currency":"EUR","plan":"pro"})")});
   // The newest stage wins; the newest amount stated wins.
-  EXPECT_EQ(q("SELECT concat_ws('|', stage, amount, prospect_id, stage_changed_at = '" + t(7) + "') FROM deals"),
+  EXPECT_EQ(q("SELECT concat_ws('|', stage, amount, prospect_id, stage_changed_at = '" + at_hour(7) + "') FROM deals"),
             "qualification|900|p1|t");
   // closed_lost came first in time: terminal, the payment does not reopen it.
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, deal_value) FROM prospects"), "closed_lost|900");
@@ -214,24 +208,24 @@ TEST_F(OutreachTest, DealStageIsTheNewestAndAClosedProspectStaysClosed) {
 
 TEST_F(OutreachTest, ADealEventWithoutProspectUsesTheProspectTheWebAppWrote) {
   db_.scalar("INSERT INTO deals (id, prospect_id, name) VALUES ('d9', 'p9', 'Big one') RETURNING id");
-  apply({ev("crm.email.sent", t(1), R"({"email_id":"m9","prospect_id":"p9"})"),
-         ev("crm.deal.stage_changed", t(2), R"({"deal_id":"d9","stage":"closed_won","amount":5000})")});
+  apply({ev("crm.email.sent", at_hour(1), R"({"email_id":"m9","prospect_id":"p9"})"),
+         ev("crm.deal.stage_changed", at_hour(2), R"({"deal_id":"d9","stage":"closed_won","amount":5000})")});
   EXPECT_EQ(q("SELECT concat_ws('|', name, stage, prospect_id) FROM deals"), "Big one|closed_won|p9");
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, deal_value) FROM prospects WHERE id = 'p9'"), "closed_won|5000");
   EXPECT_EQ(q("SELECT string_agg(DISTINCT status || ':' || cancel_reason, ',') FROM followups"), "cancelled:closed_won");
 }
 
 TEST_F(OutreachTest, FollowupsScheduledAfterAPaymentOrTakenByAnExecutorAreLeftAlone) {
-  apply({ev("crm.payment.completed", t(1), R"({"payment_id":"x","prospect_id":"p1","amount":1,"currency":"EUR"})"),
-         ev("crm.call.scheduled", t(2), R"({"call_id":"onboarding","prospect_id":"p1","scheduled_at":")" + t(50) + R"("})"),
-         ev("crm.email.sent", t(3), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.followup.scheduled", t(3),
-            R"({"followup_id":"nudge","prospect_id":"p1","kind":"email","due_at":")" + t(60) + R"("})")});
+  apply({ev("crm.payment.completed", at_hour(1), R"({"payment_id":"x","prospect_id":"p1","amount":1,"currency":"EUR"})"),
+         ev("crm.call.scheduled", at_hour(2), R"({"call_id":"onboarding","prospect_id":"p1","scheduled_at":")" + at_hour(50) + R"("})"),
+         ev("crm.email.sent", at_hour(3), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.followup.scheduled", at_hour(3),
+            R"({"followup_id":"nudge","prospect_id":"p1","kind":"email","due_at":")" + at_hour(60) + R"("})")});
   EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"),
             "m1:followup:1:scheduled,nudge:scheduled,onboarding:reminder:scheduled");
   // An executor took one follow-up; a reply must not touch it.
   db_.scalar("UPDATE followups SET status = 'sending' WHERE id = 'm1:followup:1' RETURNING id");
-  apply({ev("crm.email.replied", t(4), R"({"email_id":"m1","prospect_id":"p1"})")});
+  apply({ev("crm.email.replied", at_hour(4), R"({"email_id":"m1","prospect_id":"p1"})")});
   EXPECT_EQ(q("SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM followups"),
             "m1:followup:1:sending,nudge:cancelled,onboarding:reminder:scheduled");
 }
@@ -248,72 +242,72 @@ TEST_F(OutreachTest, SyncRequestsBecomeOneJobPerEntityCarryingTheNewestRequest) 
   // Ten requests before the sync: one job. The newest arrived first; the
   // older ones change nothing.
   std::vector<HistoryEvent> burst;
-  burst.push_back(req(t(10), "company", "co1", "upsert"));
-  for (int i = 0; i < 9; ++i) burst.push_back(req(t(i), "company", "co1", i % 2 ? "delete" : "upsert"));
-  burst.push_back(req(t(3), "deal", "co1", "delete"));  // same id, another type
+  burst.push_back(req(at_hour(10), "company", "co1", "upsert"));
+  for (int i = 0; i < 9; ++i) burst.push_back(req(at_hour(i), "company", "co1", i % 2 ? "delete" : "upsert"));
+  burst.push_back(req(at_hour(3), "deal", "co1", "delete"));  // same id, another type
   apply(burst);
   EXPECT_EQ(q(jobs), "company|co1|upsert|pending,deal|co1|delete|pending");
-  EXPECT_EQ(q("SELECT requested_at = '" + t(10) + "' FROM sync_queue WHERE entity_type = 'company'"), "t");
+  EXPECT_EQ(q("SELECT requested_at = '" + at_hour(10) + "' FROM sync_queue WHERE entity_type = 'company'"), "t");
 
   // A worker took the job: a newer request makes a new pending job, an
   // older one (an upsert that would undo a newer delete) adds nothing.
   q("UPDATE sync_queue SET status = 'in_progress' WHERE entity_type = 'company' RETURNING 1");
-  apply({req(t(11), "company", "co1", "delete"), req(t(9, 30), "company", "co1", "upsert")});
+  apply({req(at_hour(11), "company", "co1", "delete"), req(at_hour(9, 30), "company", "co1", "upsert")});
   EXPECT_EQ(q(jobs), "company|co1|upsert|in_progress,deal|co1|delete|pending,company|co1|delete|pending");
   q("UPDATE sync_queue SET status = 'completed' WHERE status = 'in_progress' RETURNING 1");
-  apply({req(t(10, 30), "company", "co1", "upsert")});
+  apply({req(at_hour(10, 30), "company", "co1", "upsert")});
   EXPECT_EQ(n("SELECT count(*) FROM sync_queue WHERE entity_type = 'company'"), 2);
   EXPECT_EQ(q("SELECT operation FROM sync_queue WHERE entity_type = 'company' AND status = 'pending'"), "delete");
 }
 
 TEST_F(OutreachTest, TurningNotificationsOnDoesNotReplayHistory) {
   options_ = db::projection_options(Config{});
-  apply({ev("crm.email.replied", t(1), R"({"email_id":"m1","prospect_id":"p1"})")});
+  apply({ev("crm.email.replied", at_hour(1), R"({"email_id":"m1","prospect_id":"p1"})")});
   Config on;
   on.slack.webhook_url = Secret("https://hooks.slack.invalid/T/B/x");
   options_ = db::projection_options(on);
-  apply({ev("crm.email.opened", t(2), R"({"email_id":"m1","prospect_id":"p1"})")});
+  apply({ev("crm.email.opened", at_hour(2), R"({"email_id":"m1","prospect_id":"p1"})")});
   EXPECT_EQ(n("SELECT count(*) FROM notifications"), 0);
   // A reply naming only its email is queued, and gets its prospect once the
   // email's send is known.
-  apply({ev("crm.email.replied", t(5), R"({"email_id":"m2"})")});
+  apply({ev("crm.email.replied", at_hour(5), R"({"email_id":"m2"})")});
   EXPECT_EQ(q("SELECT concat_ws('|', kind, prospect_id IS NULL) FROM notifications"), "reply_received|t");
-  apply({ev("crm.email.sent", t(4), R"({"email_id":"m2","prospect_id":"p2"})")});
+  apply({ev("crm.email.sent", at_hour(4), R"({"email_id":"m2","prospect_id":"p2"})")});
   EXPECT_EQ(q("SELECT prospect_id FROM notifications"), "p2");
   EXPECT_EQ(q("SELECT concat_ws('|', sales_status, emails_replied_count) FROM prospects WHERE id = 'p2'"), "replied|1");
 }
 
 TEST_F(OutreachTest, PaymentsCreateOneCustomerAndCancellationsChurn) {
   const std::string pay = R"("prospect_id":"p1","amount":"49.90","currency":"EUR")";
-  apply({ev("crm.payment.completed", t(5), R"({"payment_id":"pay2",)" + pay + R"(,"plan":"pro"})"),
-         ev("crm.payment.completed", t(2), R"({"payment_id":"pay1",)" + pay + R"(,"plan":"pro"})")});
+  apply({ev("crm.payment.completed", at_hour(5), R"({"payment_id":"pay2",)" + pay + R"(,"plan":"pro"})"),
+         ev("crm.payment.completed", at_hour(2), R"({"payment_id":"pay1",)" + pay + R"(,"plan":"pro"})")});
   EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, amount, currency, plan, first_payment_id), ',') FROM customers"),
             "p1|active|49.90|EUR|pro|pay1");
-  EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, started_at = '" + t(2) + "'), ',') FROM subscriptions"),
+  EXPECT_EQ(q("SELECT string_agg(concat_ws('|', id, status, started_at = '" + at_hour(2) + "'), ',') FROM subscriptions"),
             "p1:pro|active|t");
   EXPECT_EQ(q("SELECT sales_status FROM prospects"), "closed_won");
   EXPECT_EQ(n("SELECT count(*) FROM notifications WHERE kind = 'payment'"), 2);
-  apply({ev("crm.subscription.cancelled", t(6), R"({"prospect_id":"p1"})")});
-  EXPECT_EQ(q("SELECT concat_ws('|', status, churned_at = '" + t(6) + "') FROM customers"), "churned|t");
+  apply({ev("crm.subscription.cancelled", at_hour(6), R"({"prospect_id":"p1"})")});
+  EXPECT_EQ(q("SELECT concat_ws('|', status, churned_at = '" + at_hour(6) + "') FROM customers"), "churned|t");
   EXPECT_EQ(q("SELECT status FROM subscriptions"), "cancelled");
   // Paying again after the cancellation makes the customer active again.
-  apply({ev("crm.payment.completed", t(9), R"({"payment_id":"pay3",)" + pay + R"(,"plan":"pro"})")});
+  apply({ev("crm.payment.completed", at_hour(9), R"({"payment_id":"pay3",)" + pay + R"(,"plan":"pro"})")});
   EXPECT_EQ(q("SELECT concat_ws('|', status, churned_at) FROM customers"), "active");
   EXPECT_EQ(n("SELECT count(*) FROM customers"), 1);
   // A cancellation for a prospect who never paid leaves a churned stub.
-  apply({ev("crm.subscription.cancelled", t(9), R"({"prospect_id":"p2"})")});
+  apply({ev("crm.subscription.cancelled", at_hour(9), R"({"prospect_id":"p2"})")});
   EXPECT_EQ(q("SELECT status FROM customers WHERE id = 'p2'"), "churned");
 }
 
 TEST_F(OutreachTest, CrossingTheScoreThresholdNotifiesOnce) {
   // Default weights: replied 30, call scheduled 20, call completed 25; the
   // default threshold is 60.
-  apply({ev("crm.email.replied", t(1), R"({"email_id":"m1","prospect_id":"p1"})"),
-         ev("crm.call.scheduled", t(2), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + t(9) + R"("})")});
+  apply({ev("crm.email.replied", at_hour(1), R"({"email_id":"m1","prospect_id":"p1"})"),
+         ev("crm.call.scheduled", at_hour(2), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":")" + at_hour(9) + R"("})")});
   EXPECT_EQ(q("SELECT lead_score FROM prospects"), "50");
   EXPECT_EQ(n("SELECT count(*) FROM notifications WHERE kind = 'lead_score'"), 0);
-  apply({ev("crm.call.completed", t(9), R"({"call_id":"c1","prospect_id":"p1","completed_at":")" + t(9) + R"("})"),
-         ev("crm.email.replied", t(10), R"({"email_id":"m2","prospect_id":"p1"})")});
+  apply({ev("crm.call.completed", at_hour(9), R"({"call_id":"c1","prospect_id":"p1","completed_at":")" + at_hour(9) + R"("})"),
+         ev("crm.email.replied", at_hour(10), R"({"email_id":"m2","prospect_id":"p1"})")});
   EXPECT_EQ(q("SELECT lead_score FROM prospects"), "105");
   EXPECT_EQ(q("SELECT string_agg(id || ':' || (payload->>'threshold'), ',') FROM notifications WHERE kind = 'lead_score'"),
             "lead_score:p1:60");
@@ -321,7 +315,7 @@ TEST_F(OutreachTest, CrossingTheScoreThresholdNotifiesOnce) {
 
 TEST_F(OutreachTest, NotificationsOffWithoutASlackWebhook) {
   options_ = db::projection_options(Config{});
-  apply({ev("crm.email.replied", t(1), R"({"email_id":"m1","prospect_id":"p1"})")});
+  apply({ev("crm.email.replied", at_hour(1), R"({"email_id":"m1","prospect_id":"p1"})")});
   EXPECT_EQ(n("SELECT count(*) FROM notifications"), 0);
   EXPECT_EQ(q("SELECT sales_status FROM prospects"), "replied");
 }
@@ -340,9 +334,9 @@ TEST_F(OutreachTest, AnEventTheDatabaseRefusesIsIsolatedFromItsBatch) {
   }
   std::vector<WorkItem> items;
   std::vector<HistoryEvent> events = {
-      ev("crm.deal.stage_changed", t(1), R"({"deal_id":"d1","prospect_id":"p1","stage":"won"})"),
-      ev("crm.deal.stage_changed", t(2), R"({"deal_id":"poison","prospect_id":"p1","stage":"x"})"),
-      ev("crm.email.sent", t(3), R"({"email_id":"m1","prospect_id":"p2"})")};
+      ev("crm.deal.stage_changed", at_hour(1), R"({"deal_id":"d1","prospect_id":"p1","stage":"won"})"),
+      ev("crm.deal.stage_changed", at_hour(2), R"({"deal_id":"poison","prospect_id":"p1","stage":"x"})"),
+      ev("crm.email.sent", at_hour(3), R"({"email_id":"m1","prospect_id":"p2"})")};
   for (size_t i = 0; i < events.size(); ++i) items.push_back(work_item(events[i], static_cast<long long>(i)));
   std::vector<ItemResult> results;
   ASSERT_TRUE(apply_batch(conn_, items, options_, &results).is_ok());
@@ -359,11 +353,11 @@ TEST_F(OutreachTest, AnEventTheDatabaseRefusesIsIsolatedFromItsBatch) {
 
 TEST_F(OutreachTest, ContractViolationsAreDeadLettersWithTheirReason) {
   std::vector<HistoryEvent> events = {
-      ev("crm.email.sent", t(1), R"({"email_id":"m1"})"),
-      ev("crm.sms.status", t(1), R"({"sms_id":"s1","prospect_id":"p1","status":"teleported"})"),
-      ev("crm.call.scheduled", t(1), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":"tomorrow"})"),
-      ev("crm.payment.completed", t(1), R"({"payment_id":"x","prospect_id":"p1","amount":"lots","currency":"EUR"})"),
-      ev("crm.email.teleported", t(1), R"({"email_id":"m1"})")};
+      ev("crm.email.sent", at_hour(1), R"({"email_id":"m1"})"),
+      ev("crm.sms.status", at_hour(1), R"({"sms_id":"s1","prospect_id":"p1","status":"teleported"})"),
+      ev("crm.call.scheduled", at_hour(1), R"({"call_id":"c1","prospect_id":"p1","scheduled_at":"tomorrow"})"),
+      ev("crm.payment.completed", at_hour(1), R"({"payment_id":"x","prospect_id":"p1","amount":"lots","currency":"EUR"})"),
+      ev("crm.email.teleported", at_hour(1), R"({"email_id":"m1"})")};
   std::vector<WorkItem> items;
   for (size_t i = 0; i < events.size(); ++i) items.push_back(work_item(events[i], static_cast<long long>(i)));
   std::vector<ItemResult> results;
