@@ -460,6 +460,7 @@ WHERE (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_even
   AND (f.prospect_id, f.kind, f.due_at, f.template, f.source_time, f.source_event_id)
       IS DISTINCT FROM (EXCLUDED.prospect_id, EXCLUDED.kind, EXCLUDED.due_at, EXCLUDED.template,
                         EXCLUDED.source_time, EXCLUDED.source_event_id)
+RETURNING f.id
 )SQL";
 
 // HubSpot sync jobs for the batch's new crm.sync.requested events ($1). A
@@ -528,6 +529,7 @@ WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
   -- Again here: an executor may have taken the row since the snapshot above.
   AND (followups.status = 'scheduled'
        OR (followups.status = 'cancelled' AND followups.cancelled_by_event IS NOT NULL))
+RETURNING followups.prospect_id
 )SQL";
 
 // prospects and pipeline_stages, from the prospect's events and the rows
@@ -888,17 +890,37 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
       !touched.deals.empty() || !touched.prospects.empty()) {
     json::array delays;
     for (Millis d : options.email_sequence) delays.emplace_back(d.count());
-    tx.exec_params(kScheduleFollowups, to_json(touched.emails), json::serialize(delays),
-                   to_json(touched.calls),
-                   static_cast<long long>(options.call_reminder_before.count()),
-                   to_json(touched.followups), to_json(touched.deals), to_json(touched.prospects),
-                   static_cast<long long>(options.stale_deal_after.count()));
+    // The rows made or moved here are locked by id before the cancellation
+    // rule below reads the timeline. A crm.followup.cancelled that names
+    // only the follow-up locks that id too, and cannot see a row this
+    // batch has not committed: without the lock, each transaction would
+    // miss the other (the row stays scheduled, or the prospect's
+    // next_follow_up_at keeps a cancelled timer). With it, whichever waits
+    // reads the other's commit in its next statement.
+    std::set<std::string> made;
+    for (const auto& row :
+         tx.exec_params(kScheduleFollowups, to_json(touched.emails), json::serialize(delays),
+                        to_json(touched.calls), static_cast<long long>(options.call_reminder_before.count()),
+                        to_json(touched.followups), to_json(touched.deals), to_json(touched.prospects),
+                        static_cast<long long>(options.stale_deal_after.count()))) {
+      made.insert("followup:" + row[0].as<std::string>());
+    }
+    lock_keys(tx, made);
   }
 
   if (!sync_requests.empty()) tx.exec_params(kEnqueueSync, to_json(sync_requests));
 
   if (!touched.prospects.empty() || !touched.followups.empty()) {
-    tx.exec_params(kCancelFollowups, to_json(touched.prospects), to_json(touched.followups));
+    // A follow-up named only by its id (a crm.followup.cancelled) changes
+    // its prospect's next_follow_up_at: that prospect is recomputed too.
+    std::set<std::string> more;
+    for (const auto& row :
+         tx.exec_params(kCancelFollowups, to_json(touched.prospects), to_json(touched.followups))) {
+      if (row[0].is_null()) continue;
+      std::string id = row[0].as<std::string>();
+      if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
+    }
+    lock_keys(tx, more);
   }
   if (!touched.prospects.empty()) {
     const std::string prospects = to_json(touched.prospects);

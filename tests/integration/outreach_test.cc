@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <random>
+#include <thread>
+#include <atomic>
 
 #include "daemon/applier.h"
 #include "tests/harness/harness.h"
@@ -368,6 +370,53 @@ TEST_F(OutreachTest, ContractViolationsAreDeadLettersWithTheirReason) {
   EXPECT_EQ(n("SELECT count(*) FROM dead_letters"), 5);
   EXPECT_EQ(n("SELECT count(*) FROM processed_events"), 0);
   EXPECT_EQ(n("SELECT count(*) FROM prospects"), 0);
+}
+
+// Guarantee: a crm.followup.cancelled that names only the follow-up, applied
+// by one worker while another is creating that follow-up (its email's
+// send, not committed yet), still cancels it and leaves the prospect's
+// next_follow_up_at without it. Neither transaction can see the other's
+// uncommitted rows, so they must queue on the follow-up's id: found by the
+// "connections killed every 2 s" scenario, where two workers hit this
+// window.
+TEST_F(OutreachTest, ACancelRacingTheSendThatCreatesItsFollowupStillCancelsIt) {
+  apply({ev("crm.prospect.discovered", at_hour(1), R"({"prospect_id":"p1","name":"Ada"})")});
+  const HistoryEvent sent = ev("crm.email.sent", at_hour(3),
+                               R"({"email_id":"p1-e0","prospect_id":"p1","provider_message_id":"m-1","template":"intro-1"})");
+  const HistoryEvent cancel = ev("crm.followup.cancelled", at_hour(2), R"({"followup_id":"p1-e0:followup:1"})");
+
+  auto send_conn = db_.connect();
+  pqxx::work send_tx(*send_conn);
+  std::vector<ItemResult> results;
+  ASSERT_TRUE(apply_items(send_tx, {work_item(sent, 1)}, options_, &results).is_ok());
+  ASSERT_EQ(q("SELECT count(*) FROM followups"), "0");  // not committed yet
+
+  std::atomic<bool> cancel_done{false};
+  std::thread canceller([&] {
+    auto conn = db_.connect();
+    pqxx::work tx(*conn);
+    std::vector<ItemResult> r;
+    EXPECT_TRUE(apply_items(tx, {work_item(cancel, 2)}, options_, &r).is_ok());
+    tx.commit();
+    cancel_done = true;
+  });
+  // The cancel must queue behind the send's transaction: it is seen waiting
+  // on an advisory lock, not finished.
+  const bool waiting = wait_until([&] {
+    return cancel_done || n("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'") > 0;
+  }, 10s);
+  EXPECT_TRUE(waiting);
+  EXPECT_FALSE(cancel_done) << "the cancel committed while the send that creates its follow-up was open";
+  send_tx.commit();
+  canceller.join();
+
+  EXPECT_EQ(q("SELECT status FROM followups WHERE id = 'p1-e0:followup:1'"), "cancelled");
+  EXPECT_EQ(q("SELECT next_follow_up_at IS NOT DISTINCT FROM crm_next_follow_up(id) FROM prospects WHERE id = 'p1'"),
+            "t");
+  EXPECT_EQ(n("SELECT count(*) FROM prospects WHERE next_follow_up_at IS NOT NULL AND id = 'p1' AND "
+              "next_follow_up_at = (SELECT due_at FROM followups WHERE id = 'p1-e0:followup:1')"),
+            0);
 }
 
 // The invariant end to end: a seeded mixed history, shuffled with
