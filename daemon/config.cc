@@ -42,31 +42,44 @@ bool is_bare_key(std::string_view key) {
   });
 }
 
+// Appends `ch`, escaped as a TOML basic string spells it if it is a
+// control character.
+void append_escaped(std::string& out, char ch) {
+  const auto c = static_cast<unsigned char>(ch);
+  switch (c) {
+    case '\b': out += "\\b"; break;
+    case '\t': out += "\\t"; break;
+    case '\n': out += "\\n"; break;
+    case '\f': out += "\\f"; break;
+    case '\r': out += "\\r"; break;
+    default:
+      if (c < 0x20 || c == 0x7f) {
+        char buffer[8];
+        std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
+        out += buffer;
+      } else {
+        out += ch;
+      }
+  }
+}
+
 // A TOML basic string. Control characters are escaped so that the output of
 // render_effective stays one value per line and parses back.
 std::string quote(std::string_view text) {
   std::string out = "\"";
   for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\f': out += "\\f"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
-          out += buffer;
-        } else {
-          out += ch;
-        }
-    }
+    if (ch == '"' || ch == '\\') out += '\\';
+    append_escaped(out, ch);
   }
   out += '"';
+  return out;
+}
+
+// toml++'s messages quote the input they stopped at, newline and terminal
+// escapes included; an error must stay one line of check-config's output.
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (const char ch : text) append_escaped(out, ch);
   return out;
 }
 
@@ -372,8 +385,11 @@ class FileReader {
   void walk(const toml::table& table, const std::string& prefix, const std::vector<Field>& fields) {
     for (const auto& [name, node] : table) {
       const std::string key = join_key(prefix, name.str());
+      // Not `name` itself in the lambda: clang before 16 cannot capture a
+      // structured binding, and the fuzz build uses clang 14.
+      const std::string_view wanted = name.str();
       const auto field = std::find_if(fields.begin(), fields.end(),
-                                      [&](const Field& f) { return f.name == name.str(); });
+                                      [&](const Field& f) { return f.name == wanted; });
       if (field != fields.end()) {
         field->read(node, key);
         continue;
@@ -975,24 +991,31 @@ Environment process_environment() {
   return env;
 }
 
-ConfigLoadResult load_config(const std::string& path, const Environment& env) {
+namespace {
+
+// Reads the file's text: nullopt and why not if it cannot.
+using TextSource = std::function<std::optional<std::string>(std::string& reason)>;
+
+// Defaults, then the file's text (none when `read` is empty), then `env`,
+// then the checks on the merged values.
+ConfigLoadResult load(const std::string& path, const TextSource& read, const Environment& env) {
   ConfigLoadResult result;
   Config& config = result.config;
   std::vector<ConfigError>& errors = result.errors;
-  config.source_file = path.empty() ? std::string(kDefaultsSource) : path;
+  config.source_file = read ? path : std::string(kDefaultsSource);
   Origins origins;
 
   // Nothing may escape to the caller: check-config must print every problem
   // and exit 2, not die on an exception.
   try {
-    if (!path.empty()) {
+    if (read) {
       std::string reason;
-      if (const auto text = read_whole_file(path, reason)) {
+      if (const auto text = read(reason)) {
         try {
           const toml::table root = toml::parse(*text, path);
           FileReader(path, config, origins, errors).read(root);
         } catch (const toml::parse_error& e) {
-          errors.push_back({path, line_of(e.source()), "", std::string(e.description())});
+          errors.push_back({path, line_of(e.source()), "", one_line(e.description())});
         }
       } else {
         errors.push_back({path, 0, "", "cannot read the configuration file: " + reason});
@@ -1013,6 +1036,21 @@ ConfigLoadResult load_config(const std::string& path, const Environment& env) {
     return rank(a) < rank(b);
   });
   return result;
+}
+
+}  // namespace
+
+ConfigLoadResult load_config(const std::string& path, const Environment& env) {
+  TextSource read;
+  if (!path.empty()) {
+    read = [&path](std::string& reason) { return read_whole_file(path, reason); };
+  }
+  return load(path, read, env);
+}
+
+ConfigLoadResult load_config_text(std::string_view text, const std::string& path,
+                                  const Environment& env) {
+  return load(path, [text](std::string&) { return std::optional<std::string>(text); }, env);
 }
 
 std::string render_effective(const Config& c) {

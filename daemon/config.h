@@ -238,6 +238,12 @@ Environment process_environment();
 // wrong types, out-of-range values, bad durations, a secret in the file.
 ConfigLoadResult load_config(const std::string& path, const Environment& env);
 
+// load_config with the file's text given instead of read from `path`, which
+// only names it in messages and in Config::source_file. For the fuzz target
+// (fuzz/config_fuzz.cc), which must not write a file per input.
+ConfigLoadResult load_config_text(std::string_view text, const std::string& path,
+                                  const Environment& env);
+
 // "HH:MM-HH:MM" → minutes since local midnight [start, end), start < end,
 // end at most 24:00. nullopt if malformed.
 std::optional<std::pair<int, int>> parse_send_window(std::string_view text);

@@ -39,14 +39,20 @@ std::optional<long long> header_int(const http::Response& r, const char* name) {
   return out;
 }
 
+// The summary becomes sync_queue.last_error through a jsonb parameter,
+// which PostgreSQL refuses whole (and with it every outcome of the pass) if
+// one string is not valid UTF-8 or holds a NUL. The parsed JSON strings are
+// valid UTF-8, so the cut must not split a character, and "\u0000" must go.
 std::string clip(std::string s) {
   if (s.size() > kMaxSummary) {
-    s.resize(kMaxSummary);
+    std::size_t cut = kMaxSummary;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+    s.resize(cut);
     s += "…";
   }
-  // One line: HubSpot's messages may carry newlines.
+  // One line: HubSpot's messages may carry newlines, and no NUL (above).
   for (char& c : s) {
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   }
   return s;
 }
@@ -106,7 +112,9 @@ std::optional<std::vector<Object>> parse_results(std::string_view body) {
     if (o == nullptr) continue;
     Object obj;
     obj.id = string_at(*o, "id");
-    if (obj.id.empty()) continue;
+    // The id is written to PostgreSQL, which cannot hold a NUL ("\u0000");
+    // no real HubSpot id has one, so such a result is as good as no id.
+    if (obj.id.empty() || obj.id.find('\0') != std::string::npos) continue;
     if (auto p = o->find("properties"); p != o->end() && p->value().is_object()) {
       for (const auto& [k, pv] : p->value().get_object()) {
         if (pv.is_string()) obj.properties[std::string(k)] = std::string(pv.get_string());

@@ -42,12 +42,14 @@ struct Object {
 };
 
 // The `results` of a batch answer (upsert or read). nullopt when the body
-// is not such an answer; results without a string id are skipped.
+// is not such an answer; results without a string id (or with a NUL in it)
+// are skipped.
 std::optional<std::vector<Object>> parse_results(std::string_view body);
 
 // One line for logs and last_error from an error answer: category (or
-// errorType), message and correlationId, at most ~500 bytes. Falls back to
-// the status alone when the body is not HubSpot's error JSON.
+// errorType), message and correlationId, at most ~500 bytes, cut between
+// characters, control characters (NUL included) turned into spaces. Falls
+// back to the status alone when the body is not HubSpot's error JSON.
 std::string error_summary(const http::Response& response);
 
 // X-HubSpot-RateLimit-*: what HubSpot says of the app's budget. Each is

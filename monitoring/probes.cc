@@ -39,7 +39,7 @@ const std::set<std::string>& dead_letter_reasons() {
       "empty",        "too_large",       "too_deep",   "not_json",    "invalid_utf8",
       "nul_in_string", "not_object",     "bad_specversion", "missing_field", "wrong_type",
       "bad_time",     "bad_headers",     "not_array",  "too_many_elements", "unknown_type",
-      "duplicate_key",
+      "duplicate_key", "bad_value",
       "db_rejected",  "internal",
   };
   return kReasons;

@@ -155,9 +155,13 @@ std::optional<Timestamp> parse_rfc3339(std::string_view text) {
                               (seconds_of_day - offset_seconds) * kMicrosPerSecond +
                               fraction_micros;
   // Year 0 and earlier (reachable through an offset: 0001-01-01T00:30+01:00)
-  // have no RFC 3339 spelling in UTC and PostgreSQL refuses them.
+  // have no RFC 3339 spelling in UTC and PostgreSQL refuses them. Year 10000
+  // (reachable through an offset or a leap second: 9999-12-31T23:59:60Z)
+  // has none either: format_rfc3339 would write a five-digit year that
+  // nothing parses back, and the handlers store times in that spelling.
   constexpr std::int64_t kYear1Micros = -62135596800LL * 1'000'000;
-  if (micros < kYear1Micros) return std::nullopt;
+  constexpr std::int64_t kYear9999EndMicros = 253402300799LL * 1'000'000 + 999'999;
+  if (micros < kYear1Micros || micros > kYear9999EndMicros) return std::nullopt;
   return Timestamp{micros};
 }
 

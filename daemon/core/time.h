@@ -32,7 +32,9 @@ std::string format_duration(Millis d);
 // Parses an RFC 3339 date-time ("2024-05-01T12:00:00Z",
 // "2024-05-01T14:00:00.123456+02:00"). Requires a zone (Z or +hh:mm). Fractions
 // beyond microseconds are truncated. Rejects impossible dates (Feb 30),
-// out-of-range fields, and instants before 0001-01-01T00:00:00Z.
+// out-of-range fields, and instants outside 0001-01-01T00:00:00Z ..
+// 9999-12-31T23:59:59.999999Z, so that format_rfc3339 can spell every
+// parsed time.
 std::optional<Timestamp> parse_rfc3339(std::string_view text);
 
 // Formats as "YYYY-MM-DDTHH:MM:SS.ffffffZ".

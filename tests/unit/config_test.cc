@@ -297,6 +297,20 @@ TEST_F(ConfigTest, SyntaxErrorHasItsLine) {
   EXPECT_TRUE(r.errors[0].key.empty());
 }
 
+// toml++ quotes the input it stopped at, a newline or a terminal escape
+// included; the error must still be one line (found by fuzz/config_fuzz.cc).
+TEST_F(ConfigTest, SyntaxErrorIsOneLineWhateverTheFileHolds) {
+  for (const char* text : {"[executors]\nenabled = tr\n", "[executors]\nenabled = t\x1b[2J\n"}) {
+    const ConfigLoadResult r = load_text(text);
+    ASSERT_EQ(r.errors.size(), 1u) << all_errors(r);
+    EXPECT_EQ(r.errors[0].line, 2);
+    const std::string line = r.errors[0].to_string();
+    EXPECT_EQ(line.find_first_of("\r\n\x1b"), std::string::npos) << line;
+  }
+  EXPECT_NE(load_text("[executors]\nenabled = tr\n").errors[0].message.find("saw 'tr\\n'"),
+            std::string::npos);
+}
+
 TEST_F(ConfigTest, DuplicateKeyIsASyntaxError) {
   const ConfigLoadResult r = load_text("[log]\nlevel = \"info\"\nlevel = \"debug\"\n");
   ASSERT_EQ(r.errors.size(), 1u) << all_errors(r);

@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include "db/pg_stores.h"
 #include "http/hubspot.h"
 
 namespace crm::hubspot {
@@ -94,6 +95,29 @@ TEST(HubspotWire, ErrorSummaryKeepsCategoryMessageAndCorrelationId) {
       answer(400, R"({"message":")" + std::string(5000, 'x') + R"(\nsecond line"})"));
   EXPECT_LT(huge.size(), 600u);
   EXPECT_EQ(huge.find('\n'), std::string::npos);
+}
+
+// The summary and the ids reach PostgreSQL through a jsonb parameter,
+// which is refused whole for a character cut in two or a "\u0000", and with
+// it every outcome of the pass (found by fuzz/hubspot_response_fuzz.cc).
+TEST(HubspotWire, ErrorSummaryIsTextPostgresAccepts) {
+  std::string accents;
+  for (int i = 0; i < 300; ++i) accents += "\xC3\xA9";  // é, two bytes each
+  const std::string cut = error_summary(
+      answer(400, R"({"category":"VALIDATION_ERROR","message":")" + accents + R"("})"));
+  EXPECT_TRUE(db::is_storable_text(cut)) << cut;
+  EXPECT_EQ(cut.substr(cut.size() - 5), "\xC3\xA9…") << "cut before the split character";
+  EXPECT_LE(cut.size(), 503u);
+
+  EXPECT_EQ(error_summary(answer(400, R"({"category":"C\u0000","message":"a\u0000b\u0001c"})")),
+            "HubSpot answered 400 C : a b c");
+}
+
+TEST(HubspotWire, ResultsWithANulInTheIdAreSkipped) {
+  const auto results = parse_results(R"({"results":[{"id":"10\u00001"},{"id":"102"}]})");
+  ASSERT_TRUE(results);
+  ASSERT_EQ(results->size(), 1u);
+  EXPECT_EQ((*results)[0].id, "102");
 }
 
 TEST(HubspotWire, RateHeadersAreReadWhenPresentAndSane) {

@@ -186,5 +186,19 @@ TEST(Rfc3339, RejectsInstantsBeforeYearOne) {
   EXPECT_EQ(format_rfc3339(*parse_rfc3339("0001-01-01T00:30:00+00:30")), "0001-01-01T00:00:00.000000Z");
 }
 
+// Nor may a leap second or an offset push a time into year 10000, which
+// format_rfc3339 would spell with five digits that do not parse back (found
+// by fuzz/rfc3339_fuzz.cc).
+TEST(Rfc3339, RejectsInstantsAfterYear9999) {
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:59:60.999999Z").has_value());
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:59:60Z").has_value());
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:30:00-01:00").has_value());
+  ASSERT_TRUE(parse_rfc3339("9999-12-31T23:59:59.999999Z").has_value());
+  EXPECT_EQ(format_rfc3339(*parse_rfc3339("9999-12-31T23:59:59.999999-00:00")),
+            "9999-12-31T23:59:59.999999Z");
+  EXPECT_EQ(format_rfc3339(*parse_rfc3339("9999-12-31T23:59:59+00:00")),
+            "9999-12-31T23:59:59.000000Z");
+}
+
 }  // namespace
 }  // namespace crm
