@@ -7,6 +7,7 @@
 #include "daemon/core/crash_point.h"
 #include "db/pg_stores.h"
 #include "handlers/routing.h"
+#include "queue/decode.h"
 
 namespace crm {
 namespace {
@@ -97,7 +98,7 @@ Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& item
     const handlers::Handler* h = handlers::find_handler(ev.type);
     if (h == nullptr) {
       failures[i] = Status::permanent("unknown_type",
-                                      "no handler for event type \"" + ev.type.substr(0, 64) + "\"");
+                                      "no handler for event type " + queue::quote_value(ev.type));
       continue;
     }
     Result<handlers::Fact> fact = h->extract(ev);

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 namespace crm::http {
 namespace {
@@ -70,34 +71,11 @@ size_t collect_header(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * count;
   if (!t->take(n)) return 0;  // any other count aborts with CURLE_WRITE_ERROR
-  std::string_view line(data, n);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new status line: a 100 Continue (or a proxy's answer) came first;
-    // only the last header block belongs to the answer.
-    t->response->headers.clear();
-    t->headers_complete = false;
-    const auto space = line.find(' ');
-    int status = 0;
-    if (space != std::string_view::npos && space + 4 <= line.size()) {
-      for (size_t i = space + 1; i < space + 4; ++i) {
-        if (line[i] < '0' || line[i] > '9') {
-          status = 0;
-          break;
-        }
-        status = status * 10 + (line[i] - '0');
-      }
-    }
-    t->response->status = status;
-    return n;
+  switch (read_header_line(std::string_view(data, n), *t->response)) {
+    case HeaderLine::kStatus: t->headers_complete = false; break;
+    case HeaderLine::kEnd: t->headers_complete = true; break;
+    case HeaderLine::kField: case HeaderLine::kIgnored: break;
   }
-  if (trim(line).empty()) {
-    if (t->response->status >= 200) t->headers_complete = true;
-    return n;
-  }
-  const auto colon = line.find(':');
-  if (colon == std::string_view::npos) return n;  // obsolete line folding: ignored
-  t->response->headers[lower(trim(line.substr(0, colon)))] =
-      std::string(trim(line.substr(colon + 1)));
   return n;
 }
 
@@ -180,7 +158,66 @@ std::string describe(CURLcode rc, long os_errno) {
   return text;
 }
 
+// Credentials shorter than this are not cut out of answers: they would
+// match ordinary text (a test's token "t"), and no API issues keys that short.
+constexpr std::size_t kMinRedactedBytes = 8;
+
+void cut_out(std::string& text, std::string_view secret) {
+  if (secret.size() < kMinRedactedBytes) return;
+  for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos + 4)) {
+    text.replace(pos, secret.size(), "****");
+  }
+}
+
+// A server may send back what it was sent (a 401 page quoting the token, a
+// gateway echoing the request), and callers keep parts of answers: HubSpot's
+// error message goes to the log and to sync_queue.last_error. So the
+// request's credentials are cut out of the answer here, once for every API:
+// each Authorization value, its credential without the scheme, and the URL
+// (a Slack webhook URL is itself the secret).
+void cut_out_echoes(const Request& request, Response& response) {
+  std::vector<std::string_view> secrets{request.url};
+  for (const auto& [name, value] : request.headers) {
+    if (lower(name) != "authorization") continue;
+    const std::string_view v = value;
+    secrets.push_back(v);
+    if (const auto space = v.find(' '); space != std::string_view::npos) {
+      secrets.push_back(trim(v.substr(space + 1)));
+    }
+  }
+  for (const std::string_view secret : secrets) {
+    cut_out(response.body, secret);
+    for (auto& [name, value] : response.headers) cut_out(value, secret);
+  }
+}
+
 }  // namespace
+
+HeaderLine read_header_line(std::string_view line, Response& response) {
+  if (line.rfind("HTTP/", 0) == 0) {
+    // A new status line: a 100 Continue (or a proxy's answer) came first;
+    // only the last header block belongs to the answer.
+    response.headers.clear();
+    const auto space = line.find(' ');
+    int status = 0;
+    if (space != std::string_view::npos && space + 4 <= line.size()) {
+      for (size_t i = space + 1; i < space + 4; ++i) {
+        if (line[i] < '0' || line[i] > '9') {
+          status = 0;
+          break;
+        }
+        status = status * 10 + (line[i] - '0');
+      }
+    }
+    response.status = status;
+    return HeaderLine::kStatus;
+  }
+  if (trim(line).empty()) return response.status >= 200 ? HeaderLine::kEnd : HeaderLine::kIgnored;
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) return HeaderLine::kIgnored;  // obsolete line folding
+  response.headers[lower(trim(line.substr(0, colon)))] = std::string(trim(line.substr(colon + 1)));
+  return HeaderLine::kField;
+}
 
 const char* to_string(Outcome outcome) {
   switch (outcome) {
@@ -226,6 +263,7 @@ Response Client::post(const Request& request) {
   const auto started = std::chrono::steady_clock::now();
   Response response;
   auto finish = [&]() -> Response {
+    cut_out_echoes(request, response);
     response.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return std::move(response);

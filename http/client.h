@@ -16,7 +16,10 @@
 //   * Secrets never leave through this class: the URL (a Slack webhook URL is
 //     itself the secret) and the request headers (Authorization: Bearer …)
 //     appear in no Response field and nothing is written to stderr.
-//     Response::error is built only from the curl error code and errno.
+//     Response::error is built only from the curl error code and errno; an
+//     answer that echoes the URL or the Authorization credential (a 401
+//     page quoting the token) has them replaced by "****" in its body and
+//     header values.
 //   * The Outcome tells the caller whether the request may have been acted on
 //     by the server, which is what decides whether a non-idempotent call (a
 //     SendGrid mail send) may be retried.
@@ -25,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -79,6 +83,22 @@ struct Response {
 // ("202") for an answer, "timeout" when a timeout ended the call, "error"
 // otherwise. Bounded: at most the 3-digit statuses plus two words.
 std::string response_code_label(const Response& response);
+
+// What one raw header line did to a Response (see read_header_line).
+enum class HeaderLine {
+  kStatus,   // a status line: a new header block begins, the old one is gone
+  kField,    // "Name: value", stored under the lower-cased name
+  kEnd,      // the blank line that ends a final (non-1xx) answer's header block
+  kIgnored,  // the blank line after a 1xx, or a line without a colon
+};
+
+// Folds one header line, as libcurl hands it over (CRLF included), into
+// `response`: a status line sets `status` and clears `headers` (only the
+// last block, after any 100 Continue, belongs to the answer); a field is
+// trimmed and stored, a repeated name keeping its last value. This is all
+// the parsing the rate-limit headers get before http/retry.h and
+// http/hubspot.h read them; it is public for the fuzz target.
+HeaderLine read_header_line(std::string_view line, Response& response);
 
 struct ClientOptions {
   Millis connect_timeout{5000};

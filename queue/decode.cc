@@ -623,6 +623,8 @@ DecodedItem whole_message_failure(const RawMessage& msg, Status error) {
 
 }  // namespace
 
+std::string quote_value(std::string_view value) { return echo(value); }
+
 Result<boost::json::value> parse_json_limited(std::string_view text, const DecodeLimits& limits) {
   try {
     if (static_cast<std::int64_t>(text.size()) > limits.max_message_bytes) {

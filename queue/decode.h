@@ -95,4 +95,11 @@ std::vector<DecodedItem> decode_sendgrid(const RawMessage& msg, const DecodeLimi
 // valid UTF-8). Shared by both decoders and by dead-letter replay.
 Result<boost::json::value> parse_json_limited(std::string_view text, const DecodeLimits& limits);
 
+// An input value quoted for an error message (which reaches the log and
+// dead_letters.error): its first 64 bytes, every byte outside printable
+// ASCII escaped as \xNN, "..." when cut. So a hostile value can neither
+// break the log line (newline), reorder it (U+202E), nor end it inside a
+// UTF-8 sequence. The decoder quotes every value it echoes this way.
+std::string quote_value(std::string_view value);
+
 }  // namespace crm::queue

@@ -2,16 +2,21 @@
 // sockets. Guarantees checked: each way a third-party API can behave (answer,
 // throttle, fail, stall, hang up, talk garbage, answer too much, redirect,
 // not be there at all) comes back as the Outcome the retry rules expect,
-// within the timeout; redirects are never followed; and the secrets (the URL
-// path of a Slack webhook, the Authorization header) never appear in what the
-// client reports. No PostgreSQL needed.
+// within the timeout; redirects are never followed, to the same server or
+// another; a certificate no trusted CA signed is refused; and the secrets
+// (the URL path of a Slack webhook, the Authorization header) never appear
+// in what the client reports, even when the server echoes them back. No
+// PostgreSQL needed.
 
 #include "http/client.h"
 #include "http/retry.h"
 #include "tests/harness/fake_http.h"
+#include "tests/harness/harness.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -314,6 +319,66 @@ TEST_F(HttpClientTest, RedirectIsReturnedNotFollowed) {
   EXPECT_TRUE(server_.requests("/elsewhere").empty());
 }
 
+// A Location naming another server (another port on this host, as an
+// attacker's would) is returned, never followed, for every redirect status:
+// 307 and 308 would even send the body, credentials and all, again.
+TEST_F(HttpClientTest, RedirectToAnotherServerIsNotFollowed) {
+  FakeHttpServer elsewhere;
+  Answer landed;
+  landed.status = 202;
+  elsewhere.set_default("/landing", landed);
+  const std::string location = elsewhere.base_url() + "/landing";
+  for (int status : {301, 302, 303, 307, 308}) {
+    Answer redirect;
+    redirect.status = status;
+    redirect.headers = {{"Location", location}};
+    server_.script(kPath, {redirect});
+
+    const Response response = client_.post(request());
+
+    EXPECT_EQ(response.outcome, Outcome::kAnswered) << status << ": " << response.error;
+    EXPECT_EQ(response.status, status);
+    EXPECT_EQ(classify(response), Verdict::kGiveUp) << status;
+  }
+  EXPECT_EQ(server_.requests(kPath).size(), 5u);
+  EXPECT_TRUE(elsewhere.requests().empty()) << "a redirect was followed to " << location;
+}
+
+// An API that echoes the request back (a 401 page quoting the token, a
+// gateway repeating the URL) must not hand the credentials to the caller,
+// who may log the answer: they are cut out of the body and every header.
+TEST_F(HttpClientTest, EchoedCredentialsAreCutOutOfTheAnswer) {
+  const std::string key = "SG.echo-canary-4d1c";
+  const std::string path = "/services/T1/B1/echo-canary-9e27";
+  const std::string url = server_.base_url() + path;
+  server_.set_handler(path, [&](const crm::test::Received& r) {
+    const std::string auth = r.headers.count("authorization") ? r.headers.at("authorization") : "";
+    Answer a;
+    a.status = 401;
+    a.headers = {{"X-Echo", auth},
+                 {"WWW-Authenticate", "Bearer error=\"invalid_token\", key=\"" + key + "\""}};
+    a.body = R"({"errors":[{"message":"bad )" + auth + " for " + url + R"(","field":")" + key +
+             R"("}]})";
+    return a;
+  });
+  Request r = request(path);
+  r.headers = {{"Authorization", "Bearer " + key}, {"Content-Type", "application/json"}};
+
+  const Response response = client_.post(r);
+
+  ASSERT_EQ(response.outcome, Outcome::kAnswered) << response.error;
+  EXPECT_EQ(response.status, 401);
+  EXPECT_EQ(classify(response), Verdict::kGiveUp);
+  EXPECT_EQ(response.body, R"({"errors":[{"message":"bad **** for ****","field":"****"}]})");
+  EXPECT_EQ(response.headers.at("x-echo"), "****");
+  for (const auto& [name, value] : response.headers) {
+    EXPECT_EQ(value.find("echo-canary"), std::string::npos) << name << ": " << value;
+  }
+  ASSERT_EQ(server_.requests(path).size(), 1u);
+  EXPECT_EQ(server_.requests(path)[0].headers.at("authorization"), "Bearer " + key)
+      << "sent as given";
+}
+
 TEST_F(HttpClientTest, ClosedPortIsNotSent) {
   Request r = request();
   r.url = "http://127.0.0.1:" + std::to_string(closed_port()) + kPath;
@@ -410,6 +475,56 @@ TEST_F(HttpClientTest, SecretsNeverAppearInErrorsOrOnStderr) {
   const std::string stderr_text = testing::internal::GetCapturedStderr();
   EXPECT_EQ(stderr_text.find(kCanary), std::string::npos) << stderr_text;
   EXPECT_EQ(server_.requests(path).size(), 4u) << "the four plain-HTTP cases reached the fake";
+}
+
+// TLS peer verification is on: a server whose certificate no trusted CA
+// signed (self-signed for "localhost", made here with openssl; the name
+// matches) is refused in the handshake, before the request is sent.
+TEST(HttpClientTls, UntrustedCertificateIsRefusedBeforeSending) {
+  std::string openssl;
+  for (const char* dir : {"/usr/bin", "/usr/local/bin", "/bin"}) {
+    if (::access((std::string(dir) + "/openssl").c_str(), X_OK) == 0) {
+      openssl = std::string(dir) + "/openssl";
+    }
+  }
+  ASSERT_FALSE(openssl.empty()) << "openssl is needed (scripts/install-deps.sh installs it)";
+  crm::test::TempDir dir;
+  crm::test::Process make_cert(
+      {openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+       "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")},
+      {}, dir.file("req.log"));
+  ASSERT_EQ(make_cert.wait(std::chrono::seconds(30)), 0) << make_cert.log();
+  const int port = crm::test::free_port();
+  crm::test::Process server({openssl, "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
+                             "-cert", dir.file("cert.pem"), "-key", dir.file("key.pem"), "-www"},
+                            {}, dir.file("s_server.log"));
+  ASSERT_TRUE(crm::test::wait_until(
+      [&] {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(static_cast<uint16_t>(port));
+        const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        ::close(fd);
+        return up;
+      },
+      std::chrono::seconds(10)))
+      << server.log();
+
+  Client client;
+  Request r;
+  r.url = "https://localhost:" + std::to_string(port) + kPath;
+  r.headers = {{"Authorization", "Bearer SG.test-key"}, {"Content-Type", "application/json"}};
+  r.body = "{}";
+  r.timeout = milliseconds{5000};
+  const Response response = client.post(r);
+
+  EXPECT_EQ(response.outcome, Outcome::kNotSent) << response.error;
+  EXPECT_EQ(response.error, curl_easy_strerror(CURLE_PEER_FAILED_VERIFICATION));
+  EXPECT_EQ(classify(response), Verdict::kRetry);
+  server.signal(SIGTERM);
 }
 
 }  // namespace
