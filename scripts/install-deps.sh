@@ -17,6 +17,16 @@ packages=(
   # unit-tests the alert rules; systemd-analyze verifies the units; dpkg-deb
   # and fakeroot build the .deb with CPack.
   prometheus systemd dpkg-dev fakeroot
+  # Security tests: a throwaway CA and server certificate for PostgreSQL over
+  # TLS with sslmode=verify-full (tests/integration/pg_tls_test.cc).
+  openssl
+  # Timer scenarios: libfaketime (pulled in by faketime) runs a worker whose
+  # wall clock is hours off, to show due times follow the database's clock
+  # (tests/integration/scenario_external_test.cc).
+  faketime
+  # scripts/fuzz.sh: libFuzzer comes with clang, its runtime (and the
+  # sanitizers') with libclang-rt-14-dev.
+  clang libclang-rt-14-dev
 )
 
 missing=()

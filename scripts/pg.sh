@@ -3,6 +3,9 @@
 #
 #   scripts/pg.sh start DIR           start (or keep) the cluster living in DIR
 #   scripts/pg.sh stop DIR            stop it and remove DIR
+#   scripts/pg.sh halt DIR [MODE]     stop the server, keep DIR (MODE: fast,
+#                                     the default, or immediate: a crash);
+#                                     `start DIR` restarts it on the same port
 #   scripts/pg.sh url DIR [DBNAME]    print a postgresql:// URL for it
 #
 # DIR holds everything: data/ (the cluster), the unix socket, log (the server
@@ -26,7 +29,7 @@ die() {
 }
 
 usage() {
-  echo "usage: $0 start DIR | stop DIR | url DIR [DBNAME]" >&2
+  echo "usage: $0 start DIR | stop DIR | halt DIR [fast|immediate] | url DIR [DBNAME]" >&2
   exit 2
 }
 
@@ -129,7 +132,13 @@ EOF
 start_server() {
   local dir=$1 port attempt log_size
   for attempt in 1 2 3 4 5; do
-    port=$(free_port)
+    # A restarted cluster keeps its port, so that its clients (whose
+    # connection strings name the port) reconnect to it.
+    if [[ $attempt -eq 1 && -f $dir/port ]]; then
+      port=$(cat "$dir/port")
+    else
+      port=$(free_port)
+    fi
     log_size=$(stat -c %s "$dir/log" 2>/dev/null || echo 0)
     # 9>&-: the server must not inherit the start lock, or it would hold it
     # for its whole life.
@@ -212,6 +221,15 @@ cmd_stop() {
   rm -rf -- "$dir"
 }
 
+cmd_halt() {
+  local dir mode=${2:-fast}
+  dir=$(resolve_dir "$1")
+  [[ $mode == fast || $mode == immediate ]] || die "halt mode must be fast or immediate, not '$mode'"
+  is_running "$dir" || return 0
+  as_owner "$PG_BIN/pg_ctl" stop -D "$dir/data" -m "$mode" -w -t "$STOP_TIMEOUT_S" >/dev/null 2>&1 ||
+    die "could not stop the server in $dir"
+}
+
 cmd_url() {
   local dir db=${2:-postgres}
   dir=$(resolve_dir "$1")
@@ -224,6 +242,7 @@ cmd_url() {
 case $1 in
   start) [[ $# -eq 2 ]] || usage; cmd_start "$2" ;;
   stop) [[ $# -eq 2 ]] || usage; cmd_stop "$2" ;;
+  halt) [[ $# -le 3 ]] || usage; cmd_halt "$2" "${3:-}" ;;
   url) [[ $# -le 3 ]] || usage; cmd_url "$2" "${3:-}" ;;
   *) usage ;;
 esac

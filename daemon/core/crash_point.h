@@ -6,8 +6,10 @@
 // in each window loses and doubles nothing. In release builds this is a
 // no-op the compiler removes.
 //
-// CRM_WORKER_HANG_AT=<name> instead makes the thread stop there for good
-// (the Nth time, likewise): a hung loop, for the watchdog's test.
+// CRM_WORKER_HANG_AT=<name> instead makes the thread stop there (the Nth
+// time, likewise): for good, a hung loop for the watchdog's test, or for
+// CRM_WORKER_HANG_MS milliseconds, a stall (longer than the consumer's
+// max.poll.interval.ms, say) after which the thread goes on.
 //
 // Points: after_poll, before_db_commit, after_db_commit,
 // after_dead_letter_row, in_drain, after_followup_sending,
@@ -38,6 +40,10 @@ inline void crash_point([[maybe_unused]] const char* name) {
   }();
   if (--remaining != 0) return;
   if (crash) std::raise(SIGKILL);
+  if (const char* ms = std::getenv("CRM_WORKER_HANG_MS")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::strtol(ms, nullptr, 10)));
+    return;
+  }
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 #endif
 }

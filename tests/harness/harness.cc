@@ -1,6 +1,7 @@
 #include "tests/harness/harness.h"
 
 #include "db/migrations.h"
+#include "tests/harness/source_tree.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -43,13 +44,6 @@ std::string random_suffix() {
   return s.str();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
@@ -70,11 +64,15 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-TestDatabase::TestDatabase() {
-  const char* dir = std::getenv("CRM_TEST_PG_DIR");
-  if (dir == nullptr) throw std::runtime_error("CRM_TEST_PG_DIR is not set: run through ctest");
-  admin_conninfo_ = trim(read_file(std::string(dir) + "/conninfo"));
-  if (admin_conninfo_.empty()) throw std::runtime_error(std::string("no conninfo in ") + dir);
+TestDatabase::TestDatabase(const DatabaseOptions& options) {
+  std::string dir = options.pg_dir;
+  if (dir.empty()) {
+    const char* env = std::getenv("CRM_TEST_PG_DIR");
+    if (env == nullptr) throw std::runtime_error("CRM_TEST_PG_DIR is not set: run through ctest");
+    dir = env;
+  }
+  admin_conninfo_ = trim(read_file(dir + "/conninfo"));
+  if (admin_conninfo_.empty()) throw std::runtime_error("no conninfo in " + dir);
   name_ = "t_" + random_suffix();
   {
     pqxx::connection admin(admin_conninfo_);
@@ -82,13 +80,16 @@ TestDatabase::TestDatabase() {
     tx.exec("CREATE DATABASE " + tx.quote_name(name_));
   }
   // Replace dbname=... in the keyword conninfo.
-  std::string ci = admin_conninfo_;
-  auto pos = ci.find("dbname=");
-  if (pos != std::string::npos) {
-    auto end = ci.find(' ', pos);
-    ci.erase(pos, end == std::string::npos ? std::string::npos : end - pos);
-  }
-  conninfo_ = trim(ci) + " dbname=" + name_;
+  auto with_user = [&](const std::string& user) {
+    std::string ci;
+    std::istringstream words(admin_conninfo_);
+    for (std::string w; words >> w;) {
+      if (w.rfind("dbname=", 0) == 0 || (!user.empty() && w.rfind("user=", 0) == 0)) continue;
+      ci += w + " ";
+    }
+    return ci + (user.empty() ? "" : "user=" + user + " ") + "dbname=" + name_;
+  };
+  conninfo_ = with_user("");
   // URL form for the worker: the same keywords as query parameters.
   std::string host, port, user;
   std::istringstream words(admin_conninfo_);
@@ -97,10 +98,25 @@ TestDatabase::TestDatabase() {
     if (w.rfind("port=", 0) == 0) port = w.substr(5);
     if (w.rfind("user=", 0) == 0) user = w.substr(5);
   }
+  std::string migrator_conninfo = conninfo_;
+  if (options.roles) {
+    const std::string migrator = "m_" + name_;
+    const std::string runtime = "r_" + name_;
+    roles_ = {runtime, migrator};
+    const std::string roles_sql = (source_root() / "deploy" / "sql" / "roles.sql").string();
+    TempDir out;
+    Process psql({"/usr/bin/psql", "-X", "-q", conninfo_, "-v", "migrator=" + migrator, "-v",
+                  "runtime=" + runtime, "-f", roles_sql},
+                 {}, out.file("psql.log"));
+    if (psql.wait(60s) != 0) throw std::runtime_error("roles.sql failed: " + psql.log());
+    migrator_conninfo = with_user(migrator);
+    user = runtime;
+  }
+  user_ = user;
   url_ = "postgresql://" + user + "@/" + name_ + "?host=" + host + "&port=" + port;
   // The schema is there before the test looks (crm-worker run applies it
   // too, as a no-op then; the migrations have their own test).
-  pqxx::connection c(conninfo_);
+  pqxx::connection c(migrator_conninfo);
   auto report = crm::db::apply_migrations(c, crm::db::embedded_migrations());
   if (!report) throw std::runtime_error("migrations failed: " + report.status().message());
 }
@@ -110,6 +126,7 @@ TestDatabase::~TestDatabase() {
     pqxx::connection admin(admin_conninfo_);
     pqxx::nontransaction tx(admin);
     tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(name_) + " WITH (FORCE)");
+    for (const std::string& role : roles_) tx.exec("DROP ROLE IF EXISTS " + tx.quote_name(role));
   } catch (...) {
   }
 }
@@ -121,6 +138,10 @@ void TestDatabase::set_available(bool available) const {
   if (!available) {
     tx.exec_params("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name_);
   }
+}
+
+std::string TestDatabase::tcp_url(int port) const {
+  return "postgresql://" + user_ + "@127.0.0.1:" + std::to_string(port) + "/" + name_ + "?sslmode=disable";
 }
 
 std::unique_ptr<pqxx::connection> TestDatabase::connect() const {
@@ -307,11 +328,13 @@ std::pair<int, std::string> WorkerProcess::http_get(const std::string& path) con
 namespace {
 struct Ack {
   bool done = false;
+  int partition = -1;
   long long offset = -1;
 };
 void ack_cb(rd_kafka_t*, const rd_kafka_message_t* m, void*) {
   auto* ack = static_cast<Ack*>(m->_private);
   ack->done = true;
+  ack->partition = m->partition;
   ack->offset = m->err ? -1 : m->offset;
 }
 }  // namespace
@@ -357,24 +380,41 @@ long long Producer::send(const std::string& topic, const std::string& key, const
   return ack.offset;
 }
 
-size_t Producer::send_all(const std::vector<OutMessage>& messages) {
+std::vector<Producer::Delivery> Producer::publish(const std::vector<OutMessage>& messages) {
   auto* rk = static_cast<rd_kafka_t*>(rk_);
   std::vector<Ack> acks(messages.size());
   for (size_t i = 0; i < messages.size(); ++i) {
     const OutMessage& m = messages[i];
     for (;;) {
+      rd_kafka_headers_t* h = rd_kafka_headers_new(m.headers.size());
+      for (const auto& [n, v] : m.headers) {
+        rd_kafka_header_add(h, n.c_str(), -1, v.data(), static_cast<ssize_t>(v.size()));
+      }
       rd_kafka_resp_err_t err = rd_kafka_producev(
           rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&acks[i]), RD_KAFKA_V_END);
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&acks[i]),
+          RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      rd_kafka_headers_destroy(h);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        acks[i].done = true;  // refused outright: not acknowledged
+        break;
+      }
       rd_kafka_poll(rk, 10);  // the local queue is full: let deliveries drain
     }
     rd_kafka_poll(rk, 0);
   }
   rd_kafka_flush(rk, 60000);
+  std::vector<Delivery> out;
+  out.reserve(acks.size());
+  for (const Ack& a : acks) out.push_back(a.done ? Delivery{a.partition, a.offset} : Delivery{});
+  return out;
+}
+
+size_t Producer::send_all(const std::vector<OutMessage>& messages) {
   size_t acked = 0;
-  for (const Ack& a : acks) acked += a.done && a.offset >= 0;
+  for (const Delivery& d : publish(messages)) acked += d.offset >= 0;
   return acked;
 }
 

@@ -41,16 +41,31 @@ class TempDir {
   std::string path_;
 };
 
-// A database of its own, created in the cluster named by $CRM_TEST_PG_DIR
-// (see scripts/pg.sh) and dropped at the end.
+struct DatabaseOptions {
+  // The scripts/pg.sh cluster directory; "" means $CRM_TEST_PG_DIR (the
+  // ctest fixture's cluster).
+  std::string pg_dir;
+  // Production's roles (deploy/sql/roles.sql): a migrator that owns the
+  // schema and applies the migrations, and a runtime role with rows only,
+  // which url() then names. Role names are unique per database.
+  bool roles = false;
+};
+
+// A database of its own, created in a scripts/pg.sh cluster and dropped at
+// the end (with its roles).
 class TestDatabase {
  public:
-  TestDatabase();
+  explicit TestDatabase(const DatabaseOptions& options = {});
   ~TestDatabase();
-  // libpq connection string for this database.
+  // libpq connection string for this database, as the superuser: what the
+  // test itself uses to arrange and inspect.
   const std::string& conninfo() const { return conninfo_; }
-  // A postgresql:// URL for crm-worker's database.url.
+  // A postgresql:// URL for crm-worker's database.url (the runtime role's,
+  // with `roles`).
   const std::string& url() const { return url_; }
+  // url() over TCP to 127.0.0.1:port (the cluster's, or a proxy's), without
+  // TLS.
+  std::string tcp_url(int port) const;
   std::unique_ptr<pqxx::connection> connect() const;
   // Runs a query and returns the first column of the first row as text
   // ("" for none / NULL).
@@ -65,6 +80,8 @@ class TestDatabase {
   std::string name_;
   std::string conninfo_;
   std::string url_;
+  std::string user_;
+  std::vector<std::string> roles_;
 };
 
 // A child process with its stdout/stderr in files.
@@ -134,9 +151,17 @@ class Producer {
                  const Headers& headers = {}, int partition = -1);
   struct OutMessage {
     std::string topic, key, value;
+    Headers headers = {};
+  };
+  // Where the broker put a message; offset -1 when it was not acknowledged.
+  struct Delivery {
+    int partition = -1;
+    long long offset = -1;
   };
   // Produces all of them without waiting in between, then waits for the
-  // acknowledgements; returns how many were acknowledged.
+  // acknowledgements; returns each message's delivery, in order.
+  std::vector<Delivery> publish(const std::vector<OutMessage>& messages);
+  // publish(), counting the acknowledged.
   size_t send_all(const std::vector<OutMessage>& messages);
 
  private:

@@ -9,7 +9,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <map>
 #include <random>
 #include <thread>
@@ -24,6 +23,7 @@
 #include "tests/harness/fake_http.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/outreach_history.h"
+#include "tests/harness/scenario.h"
 
 namespace crm::test {
 namespace {
@@ -475,9 +475,8 @@ TEST_F(FollowupTest, StoppingFinishesTheEmailInFlightAndReleasesTheRest) {
 // on its way before the reply existed). Never an email after a reply that
 // committed first, never two emails.
 TEST_F(FollowupTest, AReplyRacingTheClaimIsNeverFollowedByAnEmail) {
-  // 90 races in CI; CRM_TEST_RACE_ROUNDS=67 gives the test plan's 1,000.
-  const char* rounds_env = std::getenv("CRM_TEST_RACE_ROUNDS");
-  const int kRounds = rounds_env ? std::max(1, std::atoi(rounds_env)) : 6;
+  // 90 races; the test plan's 1,000 at full size (CRM_SCENARIO_SCALE=full).
+  const int kRounds = Scenario::scaled(6, 67);
   constexpr int kPerRound = 15;
   std::atomic<bool> stop{false};
   std::vector<std::unique_ptr<FollowupExecutor>> executors;

@@ -691,10 +691,15 @@ TEST(SyncInstances, TwoWorkerProcessesShareTheQueueAndTheLimit) {
   EXPECT_NE(b.process().log().find("HubSpot sync batch"), std::string::npos);
 }
 
-// kill -9 after HubSpot accepted a batch, before its outcome was recorded:
-// after the lease the job comes back in doubt, is read back, and is not
-// pushed a second time.
-TEST(SyncCrash, KillNineAfterTheUpsertNeverPushesTwice) {
+// kill -9 in a window of the sync executor (after_sync_claim: the jobs
+// are claimed and nothing was sent; after_hubspot_upsert: HubSpot accepted
+// the batch and its outcome was not recorded): after the lease the jobs
+// come back in doubt, are read back, and each company is pushed exactly
+// once.
+class SyncCrash : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SyncCrash, KillNineInTheWindowNeverPushesTwice) {
+  const std::string point = GetParam();
   DevBrokerProcess broker(1, 1);
   TestDatabase db;
   FakeHubspot hubspot;
@@ -715,12 +720,12 @@ TEST(SyncCrash, KillNineAfterTheUpsertNeverPushesTwice) {
   const std::string config = "[hubspot]\nbase_url = \"" + hubspot.base_url() + "\"\ntimeout = \"1s\"\n";
   const std::map<std::string, std::string> env = {{"CRM_WORKER_HUBSPOT_TOKEN", kToken}};
   std::map<std::string, std::string> crash_env = env;
-  crash_env["CRM_WORKER_CRASH_AT"] = "after_hubspot_upsert";
+  crash_env["CRM_WORKER_CRASH_AT"] = point;
   WorkerProcess crashing(db, broker.bootstrap(), crash_env, config);
   auto code = crashing.process().wait(30s);
   ASSERT_TRUE(code.has_value()) << crashing.process().log();
   EXPECT_EQ(*code, 128 + SIGKILL);
-  EXPECT_EQ(hubspot.upserts_of("companies", "c1"), 1);
+  EXPECT_EQ(hubspot.upserts_of("companies", "c1"), point == "after_hubspot_upsert" ? 1 : 0);
   EXPECT_EQ(db.scalar("SELECT string_agg(status, ',') FROM sync_queue"), "in_progress,in_progress");
 
   WorkerProcess worker(db, broker.bootstrap(), env, config);
@@ -733,6 +738,8 @@ TEST(SyncCrash, KillNineAfterTheUpsertNeverPushesTwice) {
   EXPECT_EQ(db.scalar("SELECT count(*) FROM companies WHERE hubspot_sync_status = 'synced' AND hubspot_company_id IS NOT NULL"), "2");
   EXPECT_EQ(worker.process().log().find("canary"), std::string::npos);
 }
+
+INSTANTIATE_TEST_SUITE_P(Windows, SyncCrash, ::testing::Values("after_sync_claim", "after_hubspot_upsert"));
 
 }  // namespace
 }  // namespace crm::test
