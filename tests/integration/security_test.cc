@@ -44,6 +44,7 @@
 #include "tests/harness/fake_http.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/outreach_history.h"
+#include "tests/harness/scenario.h"
 
 namespace crm::test {
 namespace {
@@ -101,84 +102,6 @@ std::string database_text(const TestDatabase& db) {
 std::string around(const std::string& text, size_t pos) {
   const size_t from = pos > 40 ? pos - 40 : 0;
   return text.substr(from, 80);
-}
-
-// One poison message: it must end up as exactly one dead letter.
-struct Poison {
-  std::string topic;
-  std::string value;
-  Producer::Headers headers = {};
-};
-
-// TESTPLAN's poison set, sized for the default [consumer] caps (a message
-// above 1 MB is refused by the broker before the worker could see it, so
-// "too large" is a string above max_string_bytes and an array above
-// max_batch_elements instead).
-std::vector<Poison> poison_set() {
-  const std::string t = "2026-03-01T10:00:00Z";
-  auto ev = [&](const std::string& fields) {
-    return R"({"specversion":"1.0","id":"poison","source":"test","type":"crm.prospect.discovered",)" +
-           fields + "}";
-  };
-  // A discovered event whose name is `name_json` (JSON text, or not).
-  auto named = [&](const std::string& name_json) {
-    return ev(R"("time":")" + t + R"(","data":{"prospect_id":"px","name":)" + name_json + "}");
-  };
-  const std::string data = R"("data":{"prospect_id":"px","name":"X"})";
-  std::vector<Poison> p = {
-      {kOutreach, ""},
-      {kOutreach, "not json"},
-      {kOutreach, R"({"specversion":"1.0","id":"tr)"},
-      {kOutreach, named("\"\xff\xfe\"")},
-      {kOutreach, named("\"\xc0\xaf\"")},
-      {kOutreach, "\xEF\xBB\xBF" + ev(R"("time":")" + t + R"(",)" + data)},
-      {kOutreach, named(R"("a\u0000b")")},
-      {kOutreach, named(R"("\ud800")")},
-      {kOutreach, std::string(100000, '[') + std::string(100000, ']')},
-      {kOutreach, named("\"" + std::string(70000, 'x') + "\"")},
-      {kOutreach, ev(R"("time":")" + t + R"(","time":")" + t + R"(",)" + data)},
-      {kOutreach, named(R"("X","amount":1e999)")},
-      {kOutreach, named("NaN")},
-      {kOutreach,
-       R"({"specversion":"2.0","id":"p","source":"s","type":"crm.prospect.discovered","time":")" +
-           t + R"(",)" + data + "}"},
-      {kOutreach, R"({"specversion":"1.0","source":"s","type":"crm.prospect.discovered","time":")" +
-                      t + R"(",)" + data + "}"},
-      {kOutreach, R"({"specversion":"1.0","id":"p","type":"crm.prospect.discovered","time":")" + t +
-                      R"(",)" + data + "}"},
-      {kOutreach,
-       R"({"specversion":"1.0","id":"p","source":"s","time":")" + t + R"(",)" + data + "}"},
-      {kOutreach, ev(R"("time":"yesterday",)" + data)},
-      {kOutreach,
-       R"({"specversion":"1.0","id":"p","source":"s","type":"crm.no.such.type","time":")" + t +
-           R"(",)" + data + "}"},
-      {kOutreach, ev(R"("time":")" + t + R"(","data":[1,2])")},
-      {kOutreach, ev(R"("time":")" + t + R"(","data":{"prospect_id":"px"})")},
-      {kOutreach, named("5")},
-      // Binary mode: a required header missing, one doubled.
-      {kOutreach,
-       R"({"prospect_id":"px","name":"X"})",
-       {{"ce_specversion", "1.0"},
-        {"ce_source", "s"},
-        {"ce_type", "crm.prospect.discovered"},
-        {"ce_time", t}}},
-      {kOutreach,
-       R"({"prospect_id":"px","name":"X"})",
-       {{"ce_specversion", "1.0"},
-        {"ce_id", "b2"},
-        {"ce_source", "s"},
-        {"ce_type", "crm.prospect.discovered"},
-        {"ce_type", "crm.email.sent"},
-        {"ce_time", t}}},
-      // A SendGrid event without sg_event_id.
-      {kSendgridTopic,
-       R"([{"event":"delivered","email":"a@example.com","timestamp":1772359200,"email_id":"e1"}])"},
-  };
-  // A SendGrid array above the element cap: 20,000 empty objects.
-  std::string many = "[{}";
-  for (int i = 1; i < 20000; ++i) many += ",{}";
-  p.push_back({kSendgridTopic, many + "]"});
-  return p;
 }
 
 std::string metric_label(const std::string& series, const std::string& label) {
@@ -311,9 +234,13 @@ TEST(Security, NoSecretReachesLogsMetricsHealthTablesDeadLettersOrCommandOutput)
              {{"entity_type", "company"}, {"entity_id", "c1"}, {"operation", "upsert"}})},
   };
   for (const auto& [topic, value] : valid) ASSERT_GE(producer.send(topic, "k", value), 0);
-  const std::vector<Poison> poison = poison_set();
-  for (const Poison& p : poison)
-    ASSERT_GE(producer.send(p.topic, "px", p.value, p.headers), 0) << p.value.substr(0, 80);
+  // TESTPLAN's poison set, as every fault scenario sends it: each message
+  // must end up as exactly one dead letter.
+  const std::vector<PoisonMessage> poison = poison_set();
+  for (const PoisonMessage& p : poison) {
+    ASSERT_GE(producer.send(p.message.topic, p.message.key, p.message.value, p.message.headers), 0)
+        << p.message.value.substr(0, 80);
+  }
 
   ASSERT_TRUE(
       wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == 6; }, 60s))
