@@ -161,6 +161,9 @@ std::string describe(CURLcode rc, long os_errno) {
 // Credentials shorter than this are not cut out of answers: they would
 // match ordinary text (a test's token "t"), and no API issues keys that short.
 constexpr std::size_t kMinRedactedBytes = 8;
+// Path segments this long are cut out on their own: a webhook's token is
+// (Slack's are 24 characters), an API's words are not.
+constexpr std::size_t kMinSegmentBytes = 16;
 
 void cut_out(std::string& text, std::string_view secret) {
   if (secret.size() < kMinRedactedBytes) return;
@@ -169,14 +172,56 @@ void cut_out(std::string& text, std::string_view secret) {
   }
 }
 
+// How an echo may spell a secret besides as it was sent: JSON-escaped
+// (some encoders write "/" as "\/"), or percent-encoded (a URL quoted in
+// a query string or a Location).
+std::vector<std::string> spellings(std::string_view secret) {
+  std::string json, percent, percent_lower;
+  for (const char c : secret) {
+    if (c == '"' || c == '\\' || c == '/') json += '\\';
+    json += c;
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '-' || c == '_' || c == '.' || c == '~') {
+      percent += c;
+      percent_lower += c;
+    } else {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      static constexpr char kHexLower[] = "0123456789abcdef";
+      percent += {'%', kHex[u >> 4], kHex[u & 15]};
+      percent_lower += {'%', kHexLower[u >> 4], kHexLower[u & 15]};
+    }
+  }
+  std::vector<std::string> out{std::string(secret)};
+  for (std::string* v : {&json, &percent, &percent_lower}) {
+    if (*v != secret && std::find(out.begin(), out.end(), *v) == out.end()) out.push_back(std::move(*v));
+  }
+  return out;
+}
+
 // A server may send back what it was sent (a 401 page quoting the token, a
 // gateway echoing the request), and callers keep parts of answers: HubSpot's
 // error message goes to the log and to sync_queue.last_error. So the
 // request's credentials are cut out of the answer here, once for every API:
-// each Authorization value, its credential without the scheme, and the URL
-// (a Slack webhook URL is itself the secret).
+// each Authorization value and its credential without the scheme; the URL,
+// its path (a Slack webhook URL is itself the secret, and a 404 page may
+// quote only the path) and any long path segment (the webhook's token);
+// each in every spelling above.
 void cut_out_echoes(const Request& request, Response& response) {
   std::vector<std::string_view> secrets{request.url};
+  const std::string_view url = request.url;
+  if (const auto scheme = url.find("://"); scheme != std::string_view::npos) {
+    if (const auto slash = url.find('/', scheme + 3); slash != std::string_view::npos) {
+      const std::string_view path = url.substr(slash);
+      secrets.push_back(path);
+      for (std::size_t at = 0; at < path.size();) {
+        auto end = path.find_first_of("/?#", at + 1);
+        if (end == std::string_view::npos) end = path.size();
+        const std::string_view segment = path.substr(at + 1, end - at - 1);
+        if (segment.size() >= kMinSegmentBytes) secrets.push_back(segment);
+        at = end;
+      }
+    }
+  }
   for (const auto& [name, value] : request.headers) {
     if (lower(name) != "authorization") continue;
     const std::string_view v = value;
@@ -185,7 +230,13 @@ void cut_out_echoes(const Request& request, Response& response) {
       secrets.push_back(trim(v.substr(space + 1)));
     }
   }
+  // Longest first, so that a whole URL goes as one "****" before its parts.
+  std::vector<std::string> all;
   for (const std::string_view secret : secrets) {
+    for (std::string& s : spellings(secret)) all.push_back(std::move(s));
+  }
+  std::stable_sort(all.begin(), all.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& secret : all) {
     cut_out(response.body, secret);
     for (auto& [name, value] : response.headers) cut_out(value, secret);
   }

@@ -14,6 +14,8 @@
 #include "tests/harness/harness.h"
 
 #include <arpa/inet.h>
+#include <cctype>
+#include <cstdio>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -344,6 +346,37 @@ TEST_F(HttpClientTest, RedirectToAnotherServerIsNotFollowed) {
   EXPECT_TRUE(elsewhere.requests().empty()) << "a redirect was followed to " << location;
 }
 
+// The same echoes, spelled otherwise: a 404 page quoting only the webhook's
+// path, the URL JSON-escaped ("\/") or percent-encoded, the token alone.
+TEST_F(HttpClientTest, EchoedCredentialsAreCutOutInEverySpelling) {
+  const std::string token = "echo-canary-0a5c77d1e2";
+  const std::string path = "/services/T1/B1/" + token;
+  const std::string url = server_.base_url() + path;
+  std::string json_escaped, percent;
+  for (const char c : url) {
+    if (c == '/') json_escaped += '\\';
+    json_escaped += c;
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') {
+      percent += c;
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02x", static_cast<unsigned char>(c));
+      percent += hex;
+    }
+  }
+  server_.set_handler(path, [&](const crm::test::Received&) {
+    Answer a;
+    a.status = 404;
+    a.headers = {{"X-Path", path}};
+    a.body = "no_service: " + path + " | " + json_escaped + " | redirect_uri=" + percent + " | token " + token;
+    return a;
+  });
+  const Response response = client_.post(request(path));
+  ASSERT_EQ(response.outcome, Outcome::kAnswered) << response.error;
+  EXPECT_EQ(response.body, "no_service: **** | **** | redirect_uri=**** | token ****");
+  EXPECT_EQ(response.headers.at("x-path"), "****");
+}
+
 // An API that echoes the request back (a 401 page quoting the token, a
 // gateway repeating the URL) must not hand the credentials to the caller,
 // who may log the answer: they are cut out of the body and every header.
@@ -481,12 +514,7 @@ TEST_F(HttpClientTest, SecretsNeverAppearInErrorsOrOnStderr) {
 // signed (self-signed for "localhost", made here with openssl; the name
 // matches) is refused in the handshake, before the request is sent.
 TEST(HttpClientTls, UntrustedCertificateIsRefusedBeforeSending) {
-  std::string openssl;
-  for (const char* dir : {"/usr/bin", "/usr/local/bin", "/bin"}) {
-    if (::access((std::string(dir) + "/openssl").c_str(), X_OK) == 0) {
-      openssl = std::string(dir) + "/openssl";
-    }
-  }
+  const std::string openssl = crm::test::find_program("openssl");
   ASSERT_FALSE(openssl.empty()) << "openssl is needed (scripts/install-deps.sh installs it)";
   crm::test::TempDir dir;
   crm::test::Process make_cert(
