@@ -278,15 +278,23 @@ WorkerProcess::WorkerProcess(const TestDatabase& db, const std::string& bootstra
   };
   for (auto& [k, v] : extra_env) env[k] = v;
   std::string config = dir_.file("crm-worker.toml");
-  // Short group timeouts and fast fetches against the mock (REFERENCE §5.6).
-  std::ofstream(config) << "[kafka.properties]\n"
-                           "\"session.timeout.ms\" = \"6000\"\n"
-                           "\"heartbeat.interval.ms\" = \"500\"\n"
-                           "\"max.poll.interval.ms\" = \"15000\"\n"
-                           "\"fetch.wait.max.ms\" = \"10\"\n"
-                           "\"statistics.interval.ms\" = \"1000\"\n"
-                           "\"auto.commit.interval.ms\" = \"200\"\n"
-                        << config_toml;
+  // Short group timeouts and fast fetches against the mock (REFERENCE §5.6),
+  // unless the test's own configuration (which goes on in the same table)
+  // sets one of them.
+  std::ofstream out(config);
+  out << "[kafka.properties]\n";
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"session.timeout.ms", "6000"},
+           {"heartbeat.interval.ms", "500"},
+           {"max.poll.interval.ms", "15000"},
+           {"fetch.wait.max.ms", "10"},
+           {"statistics.interval.ms", "1000"},
+           {"auto.commit.interval.ms", "200"}}) {
+    const std::string key = "\"" + name + "\" =";
+    if (config_toml.find(key) == std::string::npos) out << key << " \"" << value << "\"\n";
+  }
+  out << config_toml;
+  out.close();
   process_ = std::make_unique<Process>(
       std::vector<std::string>{worker_binary(), "run", "--config", config}, env,
       dir_.file("worker.log"));
@@ -473,6 +481,17 @@ std::vector<ConsumedMessage> consume_topic(const std::string& bootstrap, const s
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   return out;
+}
+
+std::string find_program(const std::string& name, const std::vector<std::string>& also) {
+  std::vector<std::string> dirs = also;
+  std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
+  for (std::string d; std::getline(path, d, ':');) dirs.push_back(d);
+  for (const std::string& d : dirs) {
+    const std::string candidate = d + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
 }
 
 std::pair<int, std::string> run_cli(const std::vector<std::string>& args,

@@ -195,6 +195,10 @@ std::vector<ConsumedMessage> consume_topic(const std::string& bootstrap, const s
                                            size_t expected, std::chrono::milliseconds timeout);
 
 // Runs crm-worker with `args` and the environment, returns {exit code, output}.
+// An executable by name: the first in `also`, then $PATH, that is there
+// ("" if none). Process runs argv[0] as a path.
+std::string find_program(const std::string& name, const std::vector<std::string>& also = {});
+
 std::pair<int, std::string> run_cli(const std::vector<std::string>& args,
                                     const std::map<std::string, std::string>& env = {});
 

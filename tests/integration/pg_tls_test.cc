@@ -38,18 +38,6 @@ constexpr const char* kPassword = "cnry-pgtls-5e0b9d";
 constexpr const char* kRole = "crm_tls";
 constexpr const char* kDatabase = "crmtls";
 
-// An executable by name from $PATH (Process runs argv[0] as a path).
-std::string find_program(const std::string& name, const std::vector<std::string>& also = {}) {
-  std::vector<std::string> dirs = also;
-  std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
-  for (std::string d; std::getline(path, d, ':');) dirs.push_back(d);
-  for (const std::string& d : dirs) {
-    const std::string candidate = d + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 std::string pg_bin(const std::string& tool) {
   const char* bin = std::getenv("PG_BIN");
   return std::string(bin ? bin : "/usr/lib/postgresql/15/bin") + "/" + tool;

@@ -326,7 +326,11 @@ TEST(ExternalScenario, AHubspotChangeEchoingOurOwnPushIsNeverPushedBack) {
             "t");
   EXPECT_EQ(db.scalar("SELECT concat_ws('|', name, stage, amount, close_date, updated_at) FROM deals"), row_before);
   EXPECT_EQ(db.count("SELECT count(*) FROM dead_letters"), 0);
-  // Never pushed back: the executor would have claimed a job within a
+  // No push queued: a job would have been written in the transaction that
+  // applied the echo, which has committed.
+  EXPECT_EQ(db.count("SELECT count(*) FROM sync_queue"), jobs)
+      << db.scalar("SELECT string_agg(concat_ws(' ', entity_type, entity_id, operation, status), ', ') FROM sync_queue");
+  // And never pushed back: the executor would have claimed a job within a
   // second of its NOTIFY.
   EXPECT_FALSE(wait_until([&] {
     return hubspot.requests_of("upsert") != upserts || db.count("SELECT count(*) FROM sync_queue") != jobs;
