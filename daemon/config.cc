@@ -342,6 +342,7 @@ class FileReader {
         {"max_json_depth", int_field(c.consumer.max_json_depth, 2, 512)},
         {"max_string_bytes", int64_field(c.consumer.max_string_bytes, 1, 1LL << 30)},
         {"max_batch_elements", int_field(c.consumer.max_batch_elements, 1, 1000000)},
+        {"crash_attempts", int_field(c.consumer.crash_attempts, 1, 1000)},
     };
     const std::vector<Field> executors = {
         {"enabled", bool_field(c.executors.enabled)},
@@ -1146,6 +1147,7 @@ std::string render_effective(const Config& c) {
   put(out, "max_json_depth", std::to_string(c.consumer.max_json_depth));
   put(out, "max_string_bytes", std::to_string(c.consumer.max_string_bytes));
   put(out, "max_batch_elements", std::to_string(c.consumer.max_batch_elements));
+  put(out, "crash_attempts", std::to_string(c.consumer.crash_attempts));
 
   out << "\n[executors]\n";
   put(out, "enabled", c.executors.enabled ? "true" : "false");

@@ -191,6 +191,9 @@ struct ConsumerConfig {
   int max_json_depth = 32;                    // deeper → dead letter "too_deep"
   std::int64_t max_string_bytes = 64 * 1024;  // longer string → "too_large"
   int max_batch_elements = 10000;  // SendGrid array elements per message
+  // Workers that may die applying one message on its own before it becomes
+  // a dead letter (crashed_worker) and its partition moves on.
+  int crash_attempts = 3;
   bool operator==(const ConsumerConfig&) const = default;
 };
 

@@ -1,11 +1,15 @@
 #include "daemon/consume_loop.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
+
+#include <unistd.h>
 
 #include "daemon/core/backoff.h"
 #include "daemon/core/crash_point.h"
 #include "daemon/logging.h"
+#include "db/consume_guard.h"
 #include "db/pg_stores.h"
 
 namespace crm {
@@ -21,6 +25,35 @@ constexpr Millis kRetryMax{10000};
 constexpr Millis kPollSlice{50};
 constexpr Millis kReplayInterval{1000};
 constexpr int kReplayBatch = 100;
+// A batch is applied once its raw messages reach this size, whatever their
+// number (a SendGrid message may hold thousands of events; the transaction
+// is then cut at batch_max_events).
+constexpr size_t kBatchMaxBytes = 8u << 20;
+// How long a flush goes on applying before it yields (see flush()).
+constexpr Millis kFlushSlice{1000};
+
+queue::TopicPartition partition_of(const queue::RawMessage& m) {
+  return {m.origin.topic, m.origin.partition};
+}
+
+// Random, so that a restarted process with a recycled pid is another worker.
+std::string new_worker_id() {
+  std::random_device rd;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%d-%08x%08x", static_cast<int>(::getpid()), rd(), rd());
+  return buf;
+}
+
+// The dead letter of a message that kills workers: the whole message, not
+// decoded again.
+WorkItem crashed_worker_item(const queue::RawMessage& msg, const std::string& error) {
+  queue::DecodedItem d;
+  d.origin = msg.origin;
+  d.origin.element = -1;
+  d.error = Status::permanent("crashed_worker", error);
+  d.payload = msg.value.value_or("");
+  return WorkItem{std::move(d), msg.key, headers_to_json(msg)};
+}
 
 const char* outcome_label(Outcome o) {
   switch (o) {
@@ -29,6 +62,11 @@ const char* outcome_label(Outcome o) {
     case Outcome::kDeadLetter: return "dead_letter";
   }
   return "applied";
+}
+
+std::string crashes_text(int crashes) {
+  return "a worker died " + std::to_string(crashes) +
+         " times while applying this message on its own; it is not decoded again";
 }
 
 }  // namespace
@@ -50,7 +88,10 @@ std::vector<WorkItem> decode_message(const queue::RawMessage& msg, const Config&
   std::string headers = headers_to_json(msg);
   std::vector<WorkItem> out;
   out.reserve(decoded.size());
-  for (auto& d : decoded) out.push_back(WorkItem{std::move(d), msg.key, headers});
+  for (auto& d : decoded) {
+    if (d.event) crash_on_event(d.event->id);
+    out.push_back(WorkItem{std::move(d), msg.key, headers});
+  }
   return out;
 }
 
@@ -65,7 +106,8 @@ ConsumeLoop::ConsumeLoop(const Config& config, db::Database& db, queue::KafkaCon
       lifecycle_(lifecycle),
       on_reload_(std::move(on_reload)),
       limits_(decode_limits(config)),
-      projection_(db::projection_options(config)) {}
+      projection_(db::projection_options(config)),
+      worker_id_(new_worker_id()) {}
 
 bool ConsumeLoop::drain_expired() const {
   return drain_deadline_ && Clock::now() >= *drain_deadline_;
@@ -87,32 +129,44 @@ Status ConsumeLoop::poll_into(std::vector<Entry>& into, Millis timeout) {
   // A straggler from a partition revoked in this very poll belongs to the
   // new owner now.
   if (!consumer_.is_assigned({msg.origin.topic, msg.origin.partition})) return Status::ok();
+  // Decoded only once the batch is guarded: a decoder that dies on it is
+  // a crash like any other.
   Entry e;
-  e.items = decode_message(msg, config_, limits_);
   e.msg = std::move(msg);
   if (&into == &batch_) {
     if (batch_.empty()) batch_started_ = Clock::now();
-    batch_events_ += e.items.size();
+    batch_bytes_ += e.msg.value ? e.msg.value->size() : 0;
   }
   into.push_back(std::move(e));
   return Status::ok();
 }
 
-void ConsumeLoop::recount_batch_events() {
-  batch_events_ = 0;
-  for (const auto& e : batch_) batch_events_ += e.items.size();
+void ConsumeLoop::recount_batch_bytes() {
+  batch_bytes_ = 0;
+  for (const auto& e : batch_) batch_bytes_ += e.msg.value ? e.msg.value->size() : 0;
 }
 
 void ConsumeLoop::drop_revoked() {
   std::set<queue::TopicPartition> revoked = consumer_.take_revoked();
   if (revoked.empty()) return;
-  auto gone = [&](const Entry& e) {
-    return revoked.count({e.msg.origin.topic, e.msg.origin.partition}) != 0;
-  };
+  auto gone = [&](const Entry& e) { return revoked.count(partition_of(e.msg)) != 0; };
+  std::set<queue::TopicPartition> guarded_lost;
+  for (const Entry& e : batch_) {
+    if (e.guarded && gone(e)) guarded_lost.insert(partition_of(e.msg));
+  }
   size_t before = batch_.size() + next_.size();
   std::erase_if(batch_, gone);
   std::erase_if(next_, gone);
-  recount_batch_events();
+  recount_batch_bytes();
+  // Looked up again if they come back: another worker may have died on them.
+  for (const auto& tp : revoked) solo_ranges_.erase(tp);
+  // Given up alive: this worker's ranges and counts there go (if it holds any).
+  std::set<queue::TopicPartition> mine;
+  for (const auto& tp : guarded_lost) mine.insert(tp);
+  for (const auto& [tp, offset] : held_) {
+    if (revoked.count(tp)) mine.insert(tp);
+  }
+  if (!mine.empty()) give_up(mine);
   size_t dropped = before - batch_.size() - next_.size();
   if (dropped > 0) {
     log::info("dropped unapplied messages of revoked partitions", {{"messages", static_cast<long>(dropped)}});
@@ -199,20 +253,251 @@ Status ConsumeLoop::publish_dead_letters(const std::vector<db::DeadLetter>& lett
   }
 }
 
-Status ConsumeLoop::flush() {
-  std::vector<ItemResult> results;
+void ConsumeLoop::decode(Entry& e) {
+  if (e.decoded) return;
+  if (e.crashed_before) {
+    e.items = {crashed_worker_item(e.msg, "redelivered after workers died applying it; not decoded again")};
+  } else {
+    e.items = decode_message(e.msg, config_, limits_);
+  }
+  e.decoded = true;
+}
+
+Status ConsumeLoop::settle_forgets() {
+  if (forget_.empty()) return Status::ok();
+  Status s = db_.transact([&](pqxx::work& tx) {
+    for (const auto& [tp, offset] : forget_) {
+      db::forget_solo(tx, config_.kafka.group_id, tp.first, tp.second, offset, worker_id_);
+    }
+    return Status::ok();
+  });
+  if (s) forget_.clear();
+  return s;
+}
+
+void ConsumeLoop::give_up(const std::set<queue::TopicPartition>& partitions) {
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (partitions.count(it->first)) {
+      forget_.insert(*it);
+      it = held_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Not dying on a message says nothing against it. If the database is
+  // down now, the counts are taken back at the next step, and the ranges
+  // only make the next owner apply them one at a time.
+  std::vector<db::OffsetRange> mine;
+  for (const auto& tp : partitions) mine.push_back({tp.first, tp.second, 0, 0});
+  Status s = db_.transact([&](pqxx::work& tx) {
+    db::drop_inflight(tx, config_.kafka.group_id, worker_id_, mine);
+    return Status::ok();
+  });
+  if (s) s = settle_forgets();
+  if (!s) log::warn("could not give up this worker's guard rows yet", {{"error", s.message()}});
+}
+
+Status ConsumeLoop::learn_unreleased() {
+  // The lowest offset delivered of each partition not looked up since it
+  // was assigned: where its fetch began, below which all is applied.
+  std::map<queue::TopicPartition, std::int64_t> unknown;
+  for (const Entry& e : batch_) {
+    auto tp = partition_of(e.msg);
+    if (solo_ranges_.count(tp)) continue;
+    auto [it, fresh] = unknown.emplace(tp, e.msg.origin.offset);
+    it->second = std::min(it->second, e.msg.origin.offset);
+  }
+  if (unknown.empty()) return Status::ok();
+  std::vector<db::OffsetRange> from;
+  for (const auto& [tp, offset] : unknown) from.push_back({tp.first, tp.second, offset, 0});
+  std::vector<db::OffsetRange> left;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    left = db::unreleased(tx, config_.kafka.group_id, from);
+    return Status::ok();
+  });
+  if (!s) return s;
+  for (const auto& [tp, offset] : unknown) solo_ranges_[tp];
+  for (const auto& r : left) {
+    solo_ranges_[{r.topic, r.partition}].push_back({r.first, r.last});
+    log::warn("offsets a worker began and never finished: applying them one message at a time",
+              {{"topic", r.topic}, {"partition", r.partition}, {"first", r.first}, {"last", r.last}});
+  }
+  return Status::ok();
+}
+
+bool ConsumeLoop::solo(const Entry& e) const {
+  auto it = solo_ranges_.find(partition_of(e.msg));
+  if (it == solo_ranges_.end()) return false;
+  const std::int64_t offset = e.msg.origin.offset;
+  return std::any_of(it->second.begin(), it->second.end(),
+                     [&](const auto& r) { return offset >= r.first && offset <= r.second; });
+}
+
+void ConsumeLoop::take_applied(size_t first, size_t count, std::vector<WorkItem> items,
+                               std::vector<ItemResult> results, Applied& done) {
+  for (size_t i = first; i < first + count; ++i) {
+    const auto& origin = batch_[i].msg.origin;
+    auto& off = done.next_offsets[{origin.topic, origin.partition}];
+    off = std::max(off, origin.offset + 1);
+  }
+  done.messages += count;
+  std::move(items.begin(), items.end(), std::back_inserter(done.items));
+  std::move(results.begin(), results.end(), std::back_inserter(done.results));
+  batch_.erase(batch_.begin() + static_cast<std::ptrdiff_t>(first),
+               batch_.begin() + static_cast<std::ptrdiff_t>(first + count));
+  recount_batch_bytes();
+}
+
+Status ConsumeLoop::apply_solo(size_t index, Applied& done) {
+  Entry& e = batch_[index];
+  const auto key = std::pair{partition_of(e.msg), e.msg.origin.offset};
+  const auto& [tp, offset] = key;
+  // Counted, and committed, before the message is decoded: if it kills
+  // this worker, the next one knows. Held from before the call, so that a
+  // count committed in doubt is taken back too.
+  held_.insert(key);
+  db::SoloStart start;
+  Status s = db_.transact([&](pqxx::work& tx) {
+    db::set_async_commit(tx);
+    start = db::begin_solo(tx, config_.kafka.group_id, tp.first, tp.second, offset, worker_id_);
+    return Status::ok();
+  });
+  auto let_go = [&] {
+    if (held_.erase(key)) forget_.insert(key);
+  };
+  if (!s) {
+    let_go();
+    return s;
+  }
+  if (start.crashed_before) {
+    held_.erase(key);  // nothing was written
+    e.crashed_before = true;
+  }
+  const bool give_up = !start.crashed_before && start.crashes >= config_.consumer.crash_attempts;
   std::vector<WorkItem> items;
-  for (int attempt = 0;; ++attempt) {
+  if (give_up) {
+    items.push_back(crashed_worker_item(e.msg, crashes_text(start.crashes)));
+  } else {
+    decode(e);
+    items = e.items;
+  }
+  std::vector<ItemResult> results;
+  const auto t0 = Clock::now();
+  s = db_.transact([&](pqxx::work& tx) {
+    db::release_inflight(tx, config_.kafka.group_id, {{tp.first, tp.second, offset, offset}});
+    return apply_items(tx, items, projection_, &results);
+  });
+  if (!s) {
+    // Not a death: the count is taken back before the next try, which
+    // counts again.
+    let_go();
+    return s;
+  }
+  held_.erase(key);  // the release took every count of it
+  metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
+  if (give_up) {
+    log::error("message dead-lettered: workers died applying it",
+               {{"id", e.msg.origin.id()}, {"crashes", start.crashes}});
+  } else if (start.crashes > 0) {
+    log::info("applied on its own a message workers had died on",
+              {{"id", e.msg.origin.id()}, {"crashes", start.crashes}});
+  }
+  take_applied(index, 1, std::move(items), std::move(results), done);
+  return Status::ok();
+}
+
+Status ConsumeLoop::apply_chunk(Applied& done) {
+  // Record what the batch holds before anything of it is decoded.
+  std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>> ranges;
+  for (const Entry& e : batch_) {
+    if (e.guarded) continue;
+    auto [it, fresh] = ranges.emplace(partition_of(e.msg), std::pair{e.msg.origin.offset, e.msg.origin.offset});
+    it->second.first = std::min(it->second.first, e.msg.origin.offset);
+    it->second.second = std::max(it->second.second, e.msg.origin.offset);
+  }
+  if (!ranges.empty()) {
+    std::vector<db::OffsetRange> rows;
+    for (const auto& [tp, r] : ranges) rows.push_back({tp.first, tp.second, r.first, r.second});
+    std::vector<db::OffsetRange> crashed;
+    Status s = db_.transact([&](pqxx::work& tx) {
+      db::set_async_commit(tx);
+      crashed = db::record_inflight(tx, config_.kafka.group_id, worker_id_, rows);
+      return Status::ok();
+    });
+    if (!s) return s;
+    std::set<std::pair<queue::TopicPartition, std::int64_t>> skip;
+    for (const auto& c : crashed) skip.insert({{c.topic, c.partition}, c.first});
+    for (Entry& e : batch_) {
+      if (!e.guarded && skip.count({partition_of(e.msg), e.msg.origin.offset})) e.crashed_before = true;
+      e.guarded = true;
+    }
+  }
+  // One transaction holds at most batch_max_events events (and at least
+  // one message).
+  const size_t max_events = static_cast<size_t>(config_.consumer.batch_max_events);
+  size_t count = 0, events = 0;
+  while (count < batch_.size()) {
+    decode(batch_[count]);
+    const size_t n = batch_[count].items.size();
+    if (count > 0 && events + n > max_events) break;
+    events += n;
+    ++count;
+  }
+  std::vector<WorkItem> items;
+  items.reserve(events);
+  std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>> applied;
+  for (size_t i = 0; i < count; ++i) {
+    const Entry& e = batch_[i];
+    items.insert(items.end(), e.items.begin(), e.items.end());
+    auto [it, fresh] = applied.emplace(partition_of(e.msg), std::pair{e.msg.origin.offset, e.msg.origin.offset});
+    it->second.first = std::min(it->second.first, e.msg.origin.offset);
+    it->second.second = std::max(it->second.second, e.msg.origin.offset);
+  }
+  std::vector<db::OffsetRange> release;
+  for (const auto& [tp, r] : applied) release.push_back({tp.first, tp.second, r.first, r.second});
+  std::vector<ItemResult> results;
+  const auto t0 = Clock::now();
+  Status s = db_.transact([&](pqxx::work& tx) {
+    db::release_inflight(tx, config_.kafka.group_id, release);
+    return apply_items(tx, items, projection_, &results);
+  });
+  if (!s) {
+    // Recorded again before the next try (the same union): a record
+    // committed asynchronously may have died with the server.
+    for (Entry& e : batch_) e.guarded = false;
+    return s;
+  }
+  metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
+  take_applied(0, count, std::move(items), std::move(results), done);
+  return Status::ok();
+}
+
+Status ConsumeLoop::apply_step(Applied& done) {
+  if (Status s = settle_forgets(); !s) return s;
+  if (Status s = learn_unreleased(); !s) return s;
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (solo(batch_[i])) return apply_solo(i, done);
+  }
+  return apply_chunk(done);
+}
+
+Status ConsumeLoop::flush() {
+  Applied done;
+  const auto started = Clock::now();
+  for (int attempt = 0;;) {
     drop_revoked();
     if (batch_.empty()) break;
-    items.clear();
-    for (const auto& e : batch_) items.insert(items.end(), e.items.begin(), e.items.end());
-    auto t0 = Clock::now();
-    Status s = apply_batch(db_, items, projection_, &results);
+    // A batch applied one message at a time, or cut into many
+    // transactions, yields now and then: what is done is published and its
+    // offsets stored, the loop polls (the group and the watchdog hear from
+    // it), and the rest is the next batch.
+    if (done.messages > 0 && (Clock::now() - started >= kFlushSlice || drain_expired())) break;
+    Status s = apply_step(done);
     if (s) {
-      metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
+      lifecycle_.watchdog_ping();
       if (attempt > 0) log::info("database back, batch applied", {{"attempts", attempt + 1}});
-      break;
+      attempt = 0;
+      continue;
     }
     if (s.is_fatal()) return s;
     if (s.is_permanent()) {
@@ -228,29 +513,39 @@ Status ConsumeLoop::flush() {
                                                 {"messages", static_cast<long>(batch_.size())}});
     }
     Status fatal;
-    if (!wait_polling(backoff(attempt), &fatal)) {
+    if (!wait_polling(backoff(attempt++), &fatal)) {
       if (fatal.is_fatal()) return fatal;
+      // What was committed is redelivered as duplicates (its dead letters
+      // published again then).
       log::warn("drain deadline passed with a batch not applied; it will be redelivered",
                 {{"messages", static_cast<long>(batch_.size())}});
+      std::set<queue::TopicPartition> mine;
+      for (const Entry& e : batch_) {
+        if (e.guarded) mine.insert(partition_of(e.msg));
+      }
+      for (const auto& [tp, offset] : held_) mine.insert(tp);
+      give_up(mine);
       batch_.clear();
       next_.clear();
+      recount_batch_bytes();
       resume_paused();
       return Status::ok();
     }
   }
-  if (!batch_.empty()) {
+  if (done.messages > 0) {
     crash_point("after_db_commit");
     std::vector<db::DeadLetter> letters;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const ItemResult& r = results[i];
-      const Event* ev = items[i].item.event ? &*items[i].item.event : nullptr;
-      metrics_.event(items[i].item.origin.topic, ev ? ev->type : "", outcome_label(r.outcome));
+    for (size_t i = 0; i < done.items.size(); ++i) {
+      const WorkItem& w = done.items[i];
+      const ItemResult& r = done.results[i];
+      const Event* ev = w.item.event ? &*w.item.event : nullptr;
+      metrics_.event(w.item.origin.topic, ev ? ev->type : "", outcome_label(r.outcome));
       if (r.outcome != Outcome::kDeadLetter) continue;
-      if (r.new_dead_letter) metrics_.dead_letter(items[i].item.origin.topic, r.reason);
+      if (r.new_dead_letter) metrics_.dead_letter(w.item.origin.topic, r.reason);
       db::DeadLetter dl;
-      dl.origin = items[i].item.origin;
-      dl.key = items[i].key;
-      dl.payload = items[i].item.payload;
+      dl.origin = w.item.origin;
+      dl.key = w.key;
+      dl.payload = w.item.payload;
       dl.reason = r.reason;
       dl.error = r.error;
       log::warn("dead letter", {{"id", dl.origin.id()}, {"reason", r.reason}, {"error", r.error}});
@@ -265,63 +560,88 @@ Status ConsumeLoop::flush() {
         // redelivery publishes again.
         batch_.clear();
         next_.clear();
+        recount_batch_bytes();
         resume_paused();
         return Status::ok();
       }
     }
-    std::map<queue::TopicPartition, std::int64_t> next_offsets;
-    for (const auto& e : batch_) {
-      auto& off = next_offsets[{e.msg.origin.topic, e.msg.origin.partition}];
-      off = std::max(off, e.msg.origin.offset + 1);
-    }
-    if (Status s = consumer_.store_offsets(next_offsets); !s) {
+    if (Status s = consumer_.store_offsets(done.next_offsets); !s) {
       // The work is committed; a redelivery of it is harmless.
       log::warn("offset store failed", {{"error", s.message()}});
     }
-    log::debug("batch applied", {{"messages", static_cast<long>(batch_.size())},
-                                 {"items", static_cast<long>(items.size())}});
+    log::debug("batch applied", {{"messages", static_cast<long>(done.messages)},
+                                 {"items", static_cast<long>(done.items.size())}});
   }
   resume_paused();
-  batch_ = std::move(next_);
+  // What is left of a batch cut short goes first (and is due at once);
+  // what arrived meanwhile follows, unless the worker is draining: then
+  // only the work in flight is finished.
+  const bool leftovers = !batch_.empty();
+  if (!drain_deadline_) std::move(next_.begin(), next_.end(), std::back_inserter(batch_));
   next_.clear();
-  recount_batch_events();
-  batch_started_ = Clock::now();
+  recount_batch_bytes();
+  if (!leftovers) batch_started_ = Clock::now();
+  return Status::ok();
+}
+
+Status ConsumeLoop::replay_one(pqxx::transaction_base& tx, const db::ReplayRequest& req, bool* applied) {
+  queue::RawMessage msg = raw_message_from_dead_letter(req.origin, req.key, req.payload, req.headers_json);
+  if (req.origin.element >= 0) msg.value = "[" + req.payload + "]";
+  std::vector<WorkItem> items = decode_message(msg, config_, limits_);
+  for (auto& w : items) w.item.origin = req.origin;
+  std::vector<ItemResult> results;
+  if (Status st = apply_items(tx, items, projection_, &results); !st) return st;
+  auto bad = std::find_if(results.begin(), results.end(),
+                          [](const ItemResult& r) { return r.outcome == Outcome::kDeadLetter; });
+  *applied = bad == results.end();
+  if (*applied) {
+    db::mark_replayed(tx, req);
+  } else {
+    db::mark_replay_failed(tx, req.id, bad->reason, bad->error);
+  }
   return Status::ok();
 }
 
 Status ConsumeLoop::process_replays() {
-  int replayed = 0, failed = 0;
+  // Claimed (and marked begun) in a transaction of their own before any of
+  // them is decoded: a replay that kills the worker stays a dead letter
+  // rather than killing every worker after it. Dead letters that killed
+  // workers once already are replayed one at a time.
+  std::vector<db::ReplayRequest> claimed;
   Status s = db_.transact([&](pqxx::work& tx) {
+    claimed = db::claim_replays(tx, kReplayBatch, false);
+    if (claimed.empty()) claimed = db::claim_replays(tx, 1, true);
+    return Status::ok();
+  });
+  if (!s || claimed.empty()) return s;
+  int replayed = 0, failed = 0;
+  s = db_.transact([&](pqxx::work& tx) {
     replayed = failed = 0;
-    for (const db::ReplayRequest& req : db::claim_replays(tx, kReplayBatch)) {
-      queue::RawMessage msg =
-          raw_message_from_dead_letter(req.origin, req.key, req.payload, req.headers_json);
-      if (req.origin.element >= 0) msg.value = "[" + req.payload + "]";
-      std::vector<WorkItem> items = decode_message(msg, config_, limits_);
-      for (auto& w : items) w.item.origin = req.origin;
-      std::vector<ItemResult> results;
-      if (Status st = apply_items(tx, items, projection_, &results); !st) return st;
-      auto bad = std::find_if(results.begin(), results.end(),
-                              [](const ItemResult& r) { return r.outcome == Outcome::kDeadLetter; });
-      if (bad == results.end()) {
-        db::mark_replayed(tx, req.id);
-        replayed++;
-      } else {
-        db::mark_replay_failed(tx, req.id, bad->reason, bad->error);
-        failed++;
-      }
+    for (const db::ReplayRequest& req : claimed) {
+      bool applied = false;
+      if (Status st = replay_one(tx, req, &applied); !st) return st;
+      (applied ? replayed : failed)++;
     }
     return Status::ok();
   });
-  if (s && (replayed > 0 || failed > 0)) {
-    log::info("dead letters replayed", {{"applied", replayed}, {"failed_again", failed}});
+  if (!s) {
+    Status back = db_.transact([&](pqxx::work& tx) {
+      for (const db::ReplayRequest& req : claimed) db::unclaim_replay(tx, req);
+      return Status::ok();
+    });
+    if (!back) {
+      log::warn("replays that did not happen could not be requested again; request them again",
+                {{"dead_letters", static_cast<long>(claimed.size())}, {"error", back.message()}});
+    }
+    return s;
   }
-  return s;
+  log::info("dead letters replayed", {{"applied", replayed}, {"failed_again", failed}});
+  return Status::ok();
 }
 
 Status ConsumeLoop::run() {
   const auto max_wait = config_.consumer.batch_max_wait;
-  const size_t max_events = static_cast<size_t>(config_.consumer.batch_max_events);
+  const size_t max_messages = static_cast<size_t>(config_.consumer.batch_max_events);
   while (true) {
     lifecycle_.watchdog_ping();
     publish_lag_seconds();
@@ -332,7 +652,18 @@ Status ConsumeLoop::run() {
         lifecycle_.notify_stopping();
       }
       crash_point("in_drain");
-      Status s = flush();
+      Status s = Status::ok();
+      while (s && !batch_.empty() && !drain_expired()) s = flush();
+      if (!batch_.empty() || !held_.empty()) {
+        // Stopping alive with work left: it is redelivered, and no one
+        // should take it for a death.
+        std::set<queue::TopicPartition> mine;
+        for (const Entry& e : batch_) {
+          if (e.guarded) mine.insert(partition_of(e.msg));
+        }
+        for (const auto& [tp, offset] : held_) mine.insert(tp);
+        give_up(mine);
+      }
       log::info("drained", {{"ok", s.is_ok()}});
       return s.is_fatal() ? s : Status::ok();
     }
@@ -346,7 +677,7 @@ Status ConsumeLoop::run() {
     if (Status s = poll_into(batch_, timeout); s.is_fatal()) return s;
 
     bool due = !batch_.empty() &&
-               (batch_events_ >= max_events ||
+               (batch_.size() >= max_messages || batch_bytes_ >= kBatchMaxBytes ||
                 Clock::now() - batch_started_ >= max_wait);
     if (due) {
       if (Status s = flush(); !s) return s;

@@ -1,13 +1,25 @@
 #pragma once
-// The heart of the daemon: poll one message at a time, batch, apply the
-// batch in one transaction, publish its dead letters, then store offsets.
+// The heart of the daemon: poll one message at a time, batch, guard the
+// batch, decode and apply it in one transaction, publish its dead letters,
+// then store offsets.
 //
-//   poll ─► decode ─► batch ─► apply (1 tx, savepoint per event) ─► commit
+//   poll ─► batch ─► guard ─► decode ─► apply (1 tx, savepoint per event)
 //        ─► publish dead letters ─► store offsets (committed in background)
 //
 // An offset is stored only after everything before it is committed in
 // PostgreSQL (and its dead letters acknowledged), so a crash anywhere
 // redelivers, and processed_events turns redelivery into a no-op.
+//
+// The guard (db/consume_guard.h) is for a message that kills the worker
+// every time it is decoded or applied, which redelivery alone would turn
+// into a crash loop that blocks its partition for good. Before a batch is
+// decoded, the offsets it holds are recorded; the apply transaction
+// releases them. A partition newly assigned with offsets still recorded
+// had a worker die on them, so those messages are applied one at a time,
+// each counted before it is decoded: a message that has been counted more
+// than consumer.crash_attempts times becomes a dead letter (crashed_worker)
+// without being decoded again. A worker that gives a message up without
+// dying (partition revoked, drain deadline) takes its count back.
 //
 // Transient failures (database down, serialization conflicts, the
 // dead-letter topic unreachable) pause the assigned partitions and retry the
@@ -20,6 +32,9 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <set>
+#include <string>
 #include <optional>
 #include <random>
 #include <vector>
@@ -28,6 +43,7 @@
 #include "daemon/config.h"
 #include "daemon/lifecycle.h"
 #include "db/database.h"
+#include "db/pg_stores.h"
 #include "monitoring/probes.h"
 #include "queue/dead_letter_producer.h"
 #include "queue/kafka_consumer.h"
@@ -49,20 +65,48 @@ class ConsumeLoop {
  private:
   struct Entry {
     queue::RawMessage msg;
-    std::vector<WorkItem> items;  // decoded pieces of msg
+    std::vector<WorkItem> items;  // decoded pieces of msg, once decoded
+    bool decoded = false;
+    bool guarded = false;  // its offset is recorded in consumer_inflight
+    bool crashed_before = false;  // a crashed_worker dead letter already
+  };
+  // What a flush has committed so far.
+  struct Applied {
+    std::vector<WorkItem> items;
+    std::vector<ItemResult> results;
+    std::map<queue::TopicPartition, std::int64_t> next_offsets;
+    size_t messages = 0;
   };
 
   Status poll_into(std::vector<Entry>& into, Millis timeout);
   Status flush();
+  // Applies the next message on its own (if one is in a range a dead
+  // worker left) or the next chunk of the batch; moves what it committed
+  // from batch_ to `done`.
+  Status apply_step(Applied& done);
+  Status learn_unreleased();
+  Status apply_solo(size_t index, Applied& done);
+  Status apply_chunk(Applied& done);
+  void decode(Entry& e);
+  void take_applied(size_t first, size_t count, std::vector<WorkItem> items,
+                    std::vector<ItemResult> results, Applied& done);
+  bool solo(const Entry& e) const;
+  // Deletes the counts this worker took back (forget_).
+  Status settle_forgets();
+  // This worker gives `partitions` up alive: its ranges and counts there
+  // go (best effort; counts not taken back now are at the next step).
+  void give_up(const std::set<queue::TopicPartition>& partitions);
   // Waits `delay` while polling (messages go to next_), or returns false if
   // the drain deadline has passed.
   bool wait_polling(Millis delay, Status* fatal);
   void drop_revoked();
-  void recount_batch_events();
+  void recount_batch_bytes();
   void pause_assignment();
   void resume_paused();
   Status publish_dead_letters(const std::vector<db::DeadLetter>& letters);
   Status process_replays();
+  // Applies one requested replay in `tx` and marks it replayed or failed.
+  Status replay_one(pqxx::transaction_base& tx, const db::ReplayRequest& req, bool* applied);
   Millis backoff(int attempt);
   // crm_worker_kafka_consumer_lag_seconds, at most once a second.
   void publish_lag_seconds();
@@ -80,8 +124,16 @@ class ConsumeLoop {
 
   std::vector<Entry> batch_;
   std::vector<Entry> next_;  // arrived while batch_ was being retried
+  size_t batch_bytes_ = 0;
+  // Partitions looked up in consumer_inflight since they were assigned: the
+  // ranges dead workers left there, to apply one message at a time.
+  std::map<queue::TopicPartition, std::vector<std::pair<std::int64_t, std::int64_t>>> solo_ranges_;
+  // Messages this worker is counted on (begin_solo) while applying them,
+  // and counts of its own to take back (it gave the message up alive).
+  std::set<std::pair<queue::TopicPartition, std::int64_t>> held_;
+  std::set<std::pair<queue::TopicPartition, std::int64_t>> forget_;
+  const std::string worker_id_;  // this process, in consumer_inflight
   std::set<queue::TopicPartition> paused_;  // paused by us for a retry
-  size_t batch_events_ = 0;
   std::chrono::steady_clock::time_point batch_started_{};
   std::chrono::steady_clock::time_point last_replay_check_{};
   std::chrono::steady_clock::time_point last_lag_publish_{};

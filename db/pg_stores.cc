@@ -1,5 +1,7 @@
 #include "db/pg_stores.h"
 
+#include <algorithm>
+
 #include "db/database.h"
 
 namespace crm::db {
@@ -58,15 +60,33 @@ bool insert_dead_letter(pqxx::transaction_base& tx, const DeadLetter& dl) {
   return r.affected_rows() == 1;
 }
 
-std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit) {
+std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit, bool crashed_worker) {
   pqxx::result r = tx.exec_params(
-      "SELECT id, topic, partition, \"offset\", element, key, encode(payload, 'hex'),"
-      "  headers::text"
-      " FROM dead_letters"
-      " WHERE replay_requested_at IS NOT NULL AND replayed_at IS NULL"
-      " ORDER BY replay_requested_at, id"
-      " LIMIT $1 FOR UPDATE SKIP LOCKED",
-      limit);
+      "WITH claimed AS ("
+      "  SELECT id, error FROM dead_letters"
+      "   WHERE replay_requested_at IS NOT NULL AND replayed_at IS NULL"
+      "     AND (reason = 'crashed_worker') = $2"
+      "   ORDER BY replay_requested_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+      " UPDATE dead_letters d"
+      "    SET replay_requested_at = NULL, last_failed_at = now(),"
+      "        error = 'replay begun; a worker that died during it left it here'"
+      "   FROM claimed WHERE d.id = claimed.id"
+      " RETURNING d.id, d.topic, d.partition, d.\"offset\", d.element, d.key, encode(d.payload, 'hex'),"
+      "   d.headers::text, claimed.error",
+      limit, crashed_worker);
+  std::vector<ReplayRequest> out = replay_requests(r);
+  std::sort(out.begin(), out.end(), [](const ReplayRequest& a, const ReplayRequest& b) { return a.id < b.id; });
+  return out;
+}
+
+void unclaim_replay(pqxx::transaction_base& tx, const ReplayRequest& req) {
+  tx.exec_params(
+      "UPDATE dead_letters SET replay_requested_at = now(), error = $2"
+      " WHERE id = $1 AND replayed_at IS NULL",
+      req.id, req.error);
+}
+
+std::vector<ReplayRequest> replay_requests(const pqxx::result& r) {
   std::vector<ReplayRequest> out;
   for (const auto& row : r) {
     ReplayRequest q;
@@ -78,14 +98,16 @@ std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit) 
     if (!row[5].is_null()) q.key = row[5].as<std::string>();
     q.payload = row[6].is_null() ? "" : from_hex(row[6].as<std::string>());
     q.headers_json = row[7].is_null() ? "[]" : row[7].as<std::string>();
+    if (row.size() > 8) q.error = row[8].as<std::string>();
     out.push_back(std::move(q));
   }
   return out;
 }
 
-void mark_replayed(pqxx::transaction_base& tx, const std::string& id) {
+void mark_replayed(pqxx::transaction_base& tx, const ReplayRequest& req) {
   tx.exec_params(
-      "UPDATE dead_letters SET replayed_at = now(), replay_requested_at = NULL WHERE id = $1", id);
+      "UPDATE dead_letters SET replayed_at = now(), replay_requested_at = NULL, error = $2 WHERE id = $1",
+      req.id, req.error);
 }
 
 void mark_replay_failed(pqxx::transaction_base& tx, const std::string& id,

@@ -39,12 +39,23 @@ struct ReplayRequest {
   std::optional<std::string> key;
   std::string payload;
   std::string headers_json;
+  std::string error;  // the dead letter's error text before the claim
 };
 
-// Claims up to `limit` requested replays with FOR UPDATE SKIP LOCKED, so
-// several instances never replay the same one at once.
-std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit);
-void mark_replayed(pqxx::transaction_base& tx, const std::string& id);
+// Claims up to `limit` requested replays (FOR UPDATE SKIP LOCKED, so
+// several instances never replay the same one) and marks them begun, with
+// an error saying so, in the same statement: commit that before decoding
+// them. If one kills the worker, it stays a dead letter with that error
+// instead of killing every worker that starts after it. `crashed_worker`
+// picks the dead letters of that reason (replay those one at a time) or
+// the others.
+std::vector<ReplayRequest> claim_replays(pqxx::transaction_base& tx, int limit, bool crashed_worker);
+// Asks again for a claimed replay that did not happen (the database failed,
+// not the worker), with the dead letter's error as it was.
+void unclaim_replay(pqxx::transaction_base& tx, const ReplayRequest& req);
+// The rows of a claim, in its column order.
+std::vector<ReplayRequest> replay_requests(const pqxx::result& r);
+void mark_replayed(pqxx::transaction_base& tx, const ReplayRequest& req);
 void mark_replay_failed(pqxx::transaction_base& tx, const std::string& id,
                         const std::string& reason, const std::string& error);
 

@@ -40,7 +40,7 @@ const std::set<std::string>& dead_letter_reasons() {
       "nul_in_string", "not_object",     "bad_specversion", "missing_field", "wrong_type",
       "bad_time",     "bad_headers",     "not_array",  "too_many_elements", "unknown_type",
       "duplicate_key", "bad_value",
-      "db_rejected",  "internal",
+      "db_rejected",  "internal",        "crashed_worker",
   };
   return kReasons;
 }

@@ -11,9 +11,15 @@
 // CRM_WORKER_HANG_MS milliseconds, a stall (longer than the consumer's
 // max.poll.interval.ms, say) after which the thread goes on.
 //
+// CRM_WORKER_CRASH_ON_EVENT=<prefix> makes the process SIGKILL itself every
+// time it has decoded an event whose id starts with <prefix>: a message
+// that kills the worker whenever it is applied (crash_on_event).
+//
 // Points: after_poll, before_db_commit, after_db_commit,
 // after_dead_letter_row, in_drain, after_followup_sending,
 // after_sendgrid_call, after_sync_claim, after_hubspot_upsert.
+
+#include <string_view>
 
 #ifdef CRM_WORKER_CRASH_POINTS
 #include <atomic>
@@ -45,6 +51,13 @@ inline void crash_point([[maybe_unused]] const char* name) {
     return;
   }
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+#endif
+}
+
+inline void crash_on_event([[maybe_unused]] std::string_view event_id) {
+#ifdef CRM_WORKER_CRASH_POINTS
+  static const char* prefix = std::getenv("CRM_WORKER_CRASH_ON_EVENT");
+  if (prefix != nullptr && *prefix != '\0' && event_id.starts_with(prefix)) std::raise(SIGKILL);
 #endif
 }
 

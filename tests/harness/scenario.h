@@ -98,7 +98,22 @@ struct ScenarioOptions {
   // Appended to every worker's configuration (TOML, after the scenario's
   // own tables).
   std::string worker_config = "";
+  // TOML lines for the workers' [kafka.properties] ("\"name\" = \"value\"\n");
+  // they replace the harness's own values of those names.
+  std::string kafka_properties = "";
+  // Messages that kill the worker every time it decodes them (crm.prospect.
+  // discovered events with ids "crash-pill-<n>", which every worker of the
+  // scenario is told to die on: CRM_WORKER_CRASH_ON_EVENT). They are
+  // poison whose dead-letter reason must be crashed_worker.
+  int crash_pills = 0;
+  // The workers' consumer.crash_attempts (0: the default). Scenarios that
+  // kill workers at crash points raise it: a worker killed while applying
+  // one message on its own is, to the guard, a message that kills workers.
+  int crash_attempts = 0;
 };
+
+// The event id prefix of ScenarioOptions::crash_pills.
+inline constexpr const char* kCrashPillPrefix = "crash-pill-";
 
 class Scenario {
  public:
@@ -139,7 +154,9 @@ class Scenario {
 
   // Waits until every acknowledged message is accounted for and the
   // group's offsets are committed to the end of every partition.
-  bool wait_settled(std::chrono::seconds timeout);
+  // With `offsets` false, only the first (for a scenario whose workers
+  // commit offsets rarely).
+  bool wait_settled(std::chrono::seconds timeout, bool offsets = true);
   // Applied events and dead letters so far (for waits within a scenario).
   long long applied() const;
 

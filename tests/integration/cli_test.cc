@@ -108,6 +108,10 @@ TEST(Cli, DlqReplayAppliesAFixedDeadLetterOnce) {
       << worker.process().log();
   EXPECT_EQ(db.scalar("SELECT name FROM prospects WHERE id = 'p9'"), "Fixed");
   EXPECT_EQ(db.count("SELECT count(*) FROM processed_events WHERE event_id = 'fix-me'"), 1);
+  // The dead letter keeps what went wrong the first time (the replay marks
+  // itself begun while it runs, and takes that back once it is done).
+  EXPECT_NE(db.scalar("SELECT error FROM dead_letters WHERE id = '" + id + "'").find("name"), std::string::npos)
+      << db.scalar("SELECT error FROM dead_letters WHERE id = '" + id + "'");
 
   // A second replay of the same id is refused...
   auto [again, aout] = run_cli({"dlq", "replay", "--id", id}, env);

@@ -61,6 +61,31 @@ class ConsumeLoopTest : public ::testing::Test {
   }
 };
 
+// A batch of SendGrid webhook messages, each holding many events, is
+// applied in transactions of at most consumer.batch_max_events events (at
+// least one message each). Events applied in one transaction share its
+// start time in processed_events.processed_at.
+TEST_F(ConsumeLoopTest, ManyEventsPerMessageAreAppliedInTransactionsOfAtMostTheBatchSize) {
+  const int messages = 10, per_message = 8;
+  for (int m = 0; m < messages; ++m) {
+    std::string body = "[";
+    for (int k = 0; k < per_message; ++k) {
+      const std::string id = "sg-" + std::to_string(m) + "-" + std::to_string(k);
+      body += std::string(k ? "," : "") + R"({"email":"a@x","timestamp":17723628)" + std::to_string(10 + k) +
+              R"(,"event":"open","sg_event_id":")" + id + R"(","sg_message_id":"XM)" + std::to_string(m) +
+              R"(.f","email_id":"m)" + std::to_string(m) + R"(","prospect_id":"p1"})";
+    }
+    ASSERT_GE(producer_.send("sendgrid.events", "k", body + "]", {}, 0), 0);
+  }
+  // All of them waiting before the worker starts: one batch of 10 messages.
+  WorkerProcess worker(db_, broker_.bootstrap(), {}, "[consumer]\nbatch_max_events = 10\n");
+  ASSERT_TRUE(wait_processed(messages * per_message)) << worker.process().log();
+  EXPECT_EQ(db_.count("SELECT max(n) FROM (SELECT count(*) AS n FROM processed_events GROUP BY processed_at) t"),
+            per_message)
+      << "events per transaction";
+  EXPECT_EQ(db_.count("SELECT count(*) FROM email_activities"), messages);
+}
+
 // Guarantee: every distinct event has its effect exactly once, duplicates
 // in the same and in later batches included.
 TEST_F(ConsumeLoopTest, AppliesEachDistinctEventOnce) {

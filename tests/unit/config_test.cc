@@ -189,6 +189,7 @@ max_message_bytes = 4096
 max_json_depth = 8
 max_string_bytes = 1024
 max_batch_elements = 7
+crash_attempts = 5
 )");
   ASSERT_TRUE(r.ok()) << all_errors(r);
   const Config& c = r.config;
@@ -237,6 +238,7 @@ max_batch_elements = 7
   EXPECT_EQ(c.consumer.max_json_depth, 8);
   EXPECT_EQ(c.consumer.max_string_bytes, 1024);
   EXPECT_EQ(c.consumer.max_batch_elements, 7);
+  EXPECT_EQ(c.consumer.crash_attempts, 5);
 }
 
 TEST_F(ConfigTest, EmptyEmailSequenceTurnsFollowupsOff) {

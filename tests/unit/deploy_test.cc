@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -149,6 +150,33 @@ TEST(DeployUnits, TheStopTimeoutCoversTheDrainAndOneRequestInFlight) {
     EXPECT_FALSE(service_value(name, "WatchdogSec").empty()) << name;
     // A configuration error exits 2: restarting would not fix it.
     EXPECT_EQ(service_value(name, "RestartPreventExitStatus"), std::to_string(kExitUsage)) << name;
+  }
+}
+
+// systemd must restart a worker often enough for the crash guard to
+// dead-letter a message that kills it every time (consumer.crash_attempts
+// deaths on it alone, after the one in a batch), five times over, before
+// it stops restarting.
+// A key of any section of a unit (StartLimit* are [Unit] keys).
+std::string unit_value(const std::string& name, const std::string& key) {
+  std::istringstream in(read_file(source_root() / "deploy" / "systemd" / name));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + "=", 0) == 0) return line.substr(key.size() + 1);
+  }
+  return "";
+}
+
+TEST(DeployUnits, TheStartLimitLeavesRoomForTheCrashGuard) {
+  const Config defaults;
+  for (const char* name : {"crm-worker.service", "crm-worker@.service"}) {
+    const int burst = std::atoi(unit_value(name, "StartLimitBurst").c_str());
+    EXPECT_GT(burst, 5 * (defaults.consumer.crash_attempts + 1)) << name;
+    const std::optional<Millis> restart = parse_duration(service_value(name, "RestartSec"));
+    const std::optional<Millis> interval = parse_duration(unit_value(name, "StartLimitIntervalSec") + "s");
+    ASSERT_TRUE(restart && interval) << name;
+    // The deaths fit in the interval only if restarts are not spread out
+    // past it; otherwise the limit would never trip at all.
+    EXPECT_LT(*restart * burst, *interval) << name;
   }
 }
 
