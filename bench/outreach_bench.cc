@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_events.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/outreach_history.h"
 
@@ -46,23 +47,6 @@ Args parse(int argc, char** argv) {
     }
   }
   return a;
-}
-
-// About `n` distinct events over n/15 prospects (one seeded history).
-std::vector<HistoryEvent> distinct_events(size_t n) {
-  HistoryShape shape;
-  shape.prospects = static_cast<int>(std::max<size_t>(1, n / 15));
-  std::vector<HistoryEvent> all = outreach_history(20261121, shape);
-  if (all.size() > n) all.resize(n);
-  return all;
-}
-
-std::vector<HistoryEvent> with_duplicates(const std::vector<HistoryEvent>& events) {
-  std::mt19937 rng(7);
-  std::vector<HistoryEvent> out = events;
-  for (size_t d = 0; d < events.size() / 10; ++d) out.push_back(events[rng() % events.size()]);
-  std::shuffle(out.begin(), out.end(), rng);
-  return out;
 }
 
 int run(const Args& args) {
