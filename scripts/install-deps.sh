@@ -27,6 +27,8 @@ packages=(
   # scripts/fuzz.sh: libFuzzer comes with clang, its runtime (and the
   # sanitizers') with libclang-rt-14-dev.
   clang libclang-rt-14-dev
+  # bench/run.sh compare: the peer, a plain Python consumer (bench/peer.py).
+  python3-confluent-kafka python3-psycopg2
 )
 
 missing=()
