@@ -194,11 +194,11 @@ struct ConsumedMessage {
 std::vector<ConsumedMessage> consume_topic(const std::string& bootstrap, const std::string& topic,
                                            size_t expected, std::chrono::milliseconds timeout);
 
-// Runs crm-worker with `args` and the environment, returns {exit code, output}.
 // An executable by name: the first in `also`, then $PATH, that is there
 // ("" if none). Process runs argv[0] as a path.
 std::string find_program(const std::string& name, const std::vector<std::string>& also = {});
 
+// Runs crm-worker with `args` and the environment, returns {exit code, output}.
 std::pair<int, std::string> run_cli(const std::vector<std::string>& args,
                                     const std::map<std::string, std::string>& env = {});
 

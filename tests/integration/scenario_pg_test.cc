@@ -98,7 +98,8 @@ TEST(PostgresFaults, CommitsInDoubt) {
   ASSERT_TRUE(wait_until([&] { return worker->http_get("/readyz").first == 200; }, 60s)) << worker->process().log();
   proxy.cut_commits(3, Scenario::scaled(8, 30));
   s.publish();
-  ASSERT_TRUE(s.wait_settled(150s)) << worker->process().log();
+  // Every byte goes through the proxy: ten times the events take longer.
+  ASSERT_TRUE(s.wait_settled(std::chrono::seconds(Scenario::scaled(150, 900)))) << worker->process().log();
   EXPECT_GT(proxy.cut(), 0) << "no commit was cut: the scenario did not test anything";
   s.note_fault("commits in doubt", proxy.cut());
   s.check();
