@@ -406,18 +406,42 @@ Status ConsumeLoop::apply_solo(size_t index, Applied& done) {
   return Status::ok();
 }
 
+std::set<queue::TopicPartition> ConsumeLoop::own_partitions() const {
+  std::set<queue::TopicPartition> mine;
+  for (const Entry& e : batch_) {
+    if (e.guarded) mine.insert(partition_of(e.msg));
+  }
+  for (const auto& [tp, offset] : held_) mine.insert(tp);
+  return mine;
+}
+
+namespace {
+
+// Widens `ranges` to hold e's offset in its partition.
+void widen(std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>>& ranges,
+           const queue::RawMessage& m) {
+  auto [it, fresh] = ranges.emplace(partition_of(m), std::pair{m.origin.offset, m.origin.offset});
+  it->second.first = std::min(it->second.first, m.origin.offset);
+  it->second.second = std::max(it->second.second, m.origin.offset);
+}
+
+std::vector<db::OffsetRange> as_rows(
+    const std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>>& ranges) {
+  std::vector<db::OffsetRange> rows;
+  for (const auto& [tp, r] : ranges) rows.push_back({tp.first, tp.second, r.first, r.second});
+  return rows;
+}
+
+}  // namespace
+
 Status ConsumeLoop::apply_chunk(Applied& done) {
   // Record what the batch holds before anything of it is decoded.
   std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>> ranges;
   for (const Entry& e : batch_) {
-    if (e.guarded) continue;
-    auto [it, fresh] = ranges.emplace(partition_of(e.msg), std::pair{e.msg.origin.offset, e.msg.origin.offset});
-    it->second.first = std::min(it->second.first, e.msg.origin.offset);
-    it->second.second = std::max(it->second.second, e.msg.origin.offset);
+    if (!e.guarded) widen(ranges, e.msg);
   }
   if (!ranges.empty()) {
-    std::vector<db::OffsetRange> rows;
-    for (const auto& [tp, r] : ranges) rows.push_back({tp.first, tp.second, r.first, r.second});
+    const std::vector<db::OffsetRange> rows = as_rows(ranges);
     std::vector<db::OffsetRange> crashed;
     Status s = db_.transact([&](pqxx::work& tx) {
       db::set_async_commit(tx);
@@ -449,12 +473,9 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
   for (size_t i = 0; i < count; ++i) {
     const Entry& e = batch_[i];
     items.insert(items.end(), e.items.begin(), e.items.end());
-    auto [it, fresh] = applied.emplace(partition_of(e.msg), std::pair{e.msg.origin.offset, e.msg.origin.offset});
-    it->second.first = std::min(it->second.first, e.msg.origin.offset);
-    it->second.second = std::max(it->second.second, e.msg.origin.offset);
+    widen(applied, e.msg);
   }
-  std::vector<db::OffsetRange> release;
-  for (const auto& [tp, r] : applied) release.push_back({tp.first, tp.second, r.first, r.second});
+  const std::vector<db::OffsetRange> release = as_rows(applied);
   std::vector<ItemResult> results;
   const auto t0 = Clock::now();
   Status s = db_.transact([&](pqxx::work& tx) {
@@ -519,12 +540,7 @@ Status ConsumeLoop::flush() {
       // published again then).
       log::warn("drain deadline passed with a batch not applied; it will be redelivered",
                 {{"messages", static_cast<long>(batch_.size())}});
-      std::set<queue::TopicPartition> mine;
-      for (const Entry& e : batch_) {
-        if (e.guarded) mine.insert(partition_of(e.msg));
-      }
-      for (const auto& [tp, offset] : held_) mine.insert(tp);
-      give_up(mine);
+      give_up(own_partitions());
       batch_.clear();
       next_.clear();
       recount_batch_bytes();
@@ -657,12 +673,7 @@ Status ConsumeLoop::run() {
       if (!batch_.empty() || !held_.empty()) {
         // Stopping alive with work left: it is redelivered, and no one
         // should take it for a death.
-        std::set<queue::TopicPartition> mine;
-        for (const Entry& e : batch_) {
-          if (e.guarded) mine.insert(partition_of(e.msg));
-        }
-        for (const auto& [tp, offset] : held_) mine.insert(tp);
-        give_up(mine);
+        give_up(own_partitions());
       }
       log::info("drained", {{"ok", s.is_ok()}});
       return s.is_fatal() ? s : Status::ok();

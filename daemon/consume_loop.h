@@ -96,6 +96,9 @@ class ConsumeLoop {
   // This worker gives `partitions` up alive: its ranges and counts there
   // go (best effort; counts not taken back now are at the next step).
   void give_up(const std::set<queue::TopicPartition>& partitions);
+  // Where this worker has ranges recorded or a count held: what it gives
+  // up when it stops with work left.
+  std::set<queue::TopicPartition> own_partitions() const;
   // Waits `delay` while polling (messages go to next_), or returns false if
   // the drain deadline has passed.
   bool wait_polling(Millis delay, Status* fatal);
