@@ -6,6 +6,7 @@
 
 #include "daemon/core/crash_point.h"
 #include "db/pg_stores.h"
+#include "db/projections.h"
 #include "handlers/routing.h"
 #include "queue/decode.h"
 
@@ -85,6 +86,7 @@ Status under_savepoint(pqxx::transaction_base& tx, const char* name, Body&& body
 Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& items,
                    const db::ProjectionOptions& options, std::vector<ItemResult>* results) {
   results->assign(items.size(), ItemResult{});
+  db::prefer_index_lookups(tx);
   std::vector<Status> failures(items.size());
   std::vector<Pending> pending;
   std::map<std::string, size_t> first_of_id;

@@ -185,7 +185,7 @@ struct ExecutorsConfig {
 // How the consume loop batches and bounds its input.
 struct ConsumerConfig {
   int batch_max_events = 500;         // events applied in one transaction
-  Millis batch_max_wait{50};          // linger before a partial batch is applied
+  Millis batch_max_wait{0};           // linger, once nothing more is waiting, before a partial batch is applied
   Millis drain_timeout{20000};        // SIGTERM: finish in-flight work within this
   std::int64_t max_message_bytes = 1 << 20;  // larger → dead letter "too_large"
   int max_json_depth = 32;                    // deeper → dead letter "too_deep"

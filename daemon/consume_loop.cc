@@ -680,16 +680,22 @@ Status ConsumeLoop::run() {
     }
     if (db_.reachable() && assignment_received_.load()) lifecycle_.notify_ready();
 
+    // A batch takes what has been fetched, without waiting, until it is
+    // full or nothing more is waiting; then it lingers batch_max_wait (0 by
+    // default) for more. So a backlog goes in full batches and a trickle is
+    // applied at once: the batches grow with the load, by themselves.
     Millis timeout = kPollSlice;
     if (!batch_.empty()) {
       auto waited = std::chrono::duration_cast<Millis>(Clock::now() - batch_started_);
       timeout = std::clamp(max_wait - waited, Millis{0}, kPollSlice);
     }
+    const size_t before = batch_.size();
     if (Status s = poll_into(batch_, timeout); s.is_fatal()) return s;
+    const bool dry = batch_.size() == before;
 
     bool due = !batch_.empty() &&
                (batch_.size() >= max_messages || batch_bytes_ >= kBatchMaxBytes ||
-                Clock::now() - batch_started_ >= max_wait);
+                (dry && Clock::now() - batch_started_ >= max_wait));
     if (due) {
       if (Status s = flush(); !s) return s;
     }

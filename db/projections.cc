@@ -7,15 +7,18 @@
 
 #include <boost/json.hpp>
 
+#include "db/text_array.h"
+
 namespace crm::db {
 namespace {
 
 namespace json = boost::json;
 using handlers::EntityType;
 
-// Every statement takes its sets as one JSON parameter ($1::jsonb), so a
-// batch of any size is one round trip per statement and nothing is ever
-// spliced into SQL text.
+// Every statement takes each set as one parameter, so a batch of any size
+// is one round trip per statement and nothing is ever spliced into SQL text:
+// lists of ids as text arrays ($1::text[], db/text_array.h, which the
+// planner estimates by their length), records as JSON.
 
 constexpr const char* kRecordFacts = R"SQL(
 WITH f AS (
@@ -46,7 +49,7 @@ SELECT f.i FROM f JOIN t USING (event_id)
 constexpr const char* kLockKeys = R"SQL(
 SELECT count(pg_advisory_xact_lock(k)) FROM (
   SELECT DISTINCT (hashtextextended(x, 7) & 1023) + 7340032 AS k
-  FROM jsonb_array_elements_text($1::jsonb) x
+  FROM unnest($1::text[]) x
   ORDER BY 1) s
 )SQL";
 
@@ -55,12 +58,15 @@ SELECT count(pg_advisory_xact_lock(k)) FROM (
 constexpr const char* kLinkOrphans = R"SQL(
 WITH m AS (
   SELECT provider_message_id, min(entity_id) AS email_id FROM outreach_activities
-  WHERE provider_message_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  WHERE provider_message_id = ANY ($1::text[])
     AND type = 'crm.email.sent' AND entity_id IS NOT NULL
   GROUP BY provider_message_id)
 UPDATE outreach_activities o SET entity_id = m.email_id
 FROM m
 WHERE o.provider_message_id = m.provider_message_id
+  -- Redundant, for the plan: the orphans are found by message id too
+  -- (index), not by scanning every orphan on the timeline.
+  AND o.provider_message_id = ANY ($1::text[])
   AND o.entity_type = 'email' AND o.entity_id IS NULL
 RETURNING o.entity_id
 )SQL";
@@ -72,8 +78,10 @@ RETURNING o.entity_id
 // recomputed too, and the events concerned.
 constexpr const char* kInferProspects = R"SQL(
 WITH k AS (
-  SELECT x->>0 AS et, x->>1 AS eid FROM jsonb_array_elements($1::jsonb) x
-), stated AS (
+  SELECT et, eid FROM unnest($1::text[], $2::text[]) AS x(et, eid)
+), stated AS MATERIALIZED (
+  -- Materialized: inlined, the planner (which cannot estimate the
+  -- (entity_type, entity_id) pairs) re-ran this aggregate for every row of k.
   SELECT o.entity_type, o.entity_id,
     (array_agg(o.prospect_id ORDER BY (o.type = 'crm.email.sent') DESC, o.occurred_at, o.event_id))[1] AS pid
   FROM outreach_activities o JOIN k ON o.entity_type = k.et AND o.entity_id = k.eid
@@ -97,7 +105,7 @@ RETURNING owner.pid, old.prospect_id, o.event_id
 // replied 5; bounced / failed (dropped) are terminal (rank 6): the earliest
 // one wins over everything. Machine opens never count as opens.
 constexpr const char* kProjectEmails = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred, o.provider_message_id,
@@ -168,7 +176,7 @@ ON CONFLICT (id) DO UPDATE SET
 // failed are terminal (rank 4, the earliest wins). status_at is the time of
 // the event that set the status: the earliest one of the highest rank.
 constexpr const char* kProjectSms = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred,
@@ -199,7 +207,7 @@ ON CONFLICT (id) DO UPDATE SET
 // crm.call.scheduled: the newest scheduled_at wins; the completion details
 // come from the newest crm.call.completed.
 constexpr const char* kProjectCalls = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred
@@ -245,7 +253,7 @@ ON CONFLICT (id) DO UPDATE SET
 // deals that exist or have events of their own: a HubSpot change never
 // creates a deal.
 constexpr const char* kProjectDeals = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred
@@ -301,13 +309,13 @@ ON CONFLICT (id) DO UPDATE SET
 // The local deals that HubSpot deal ids ($1) name, with their prospects.
 constexpr const char* kDealsOfHubspotIds = R"SQL(
 SELECT id, prospect_id FROM deals
-WHERE hubspot_deal_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+WHERE hubspot_deal_id = ANY ($1::text[])
 )SQL";
 
 // The HubSpot ids and prospects of local deals ($1).
 constexpr const char* kDealsByIds = R"SQL(
 SELECT hubspot_deal_id, prospect_id FROM deals
-WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
+WHERE id = ANY ($1::text[])
 )SQL";
 
 // A prospect's deal_value follows its deals' amounts (the same sum as
@@ -317,7 +325,7 @@ WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
 constexpr const char* kRefreshDealValues = R"SQL(
 UPDATE prospects p SET deal_value = v.total, updated_at = now()
 FROM (SELECT s.pid, (SELECT sum(d.amount) FROM deals d WHERE d.prospect_id = s.pid) AS total
-      FROM (SELECT DISTINCT x AS pid FROM jsonb_array_elements_text($1::jsonb) x) s) v
+      FROM (SELECT DISTINCT x AS pid FROM unnest($1::text[]) x) s) v
 WHERE p.id = v.pid AND p.deal_value IS DISTINCT FROM v.total
 )SQL";
 
@@ -329,7 +337,7 @@ WHERE p.id = v.pid AND p.deal_value IS DISTINCT FROM v.total
 // subscription. The customer's amount / currency / plan are its first
 // payment's.
 constexpr const char* kProjectCustomers = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d
   FROM outreach_activities o JOIN ids ON o.entity_type = 'customer' AND o.entity_id = ids.id
@@ -403,7 +411,7 @@ WITH d AS (
          COALESCE(fr.source_time, e.sent_at) AS source_time
   FROM email_activities e
   LEFT JOIN followups fr ON fr.id = e.id AND fr.kind = 'email'
-  WHERE e.id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  WHERE e.id = ANY ($1::text[])
     AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL
     AND (fr.id IS NOT NULL OR COALESCE(e.sequence_step, 0) = 0)
 ), explicit AS (
@@ -411,7 +419,7 @@ WITH d AS (
     o.occurred_at, o.event_id
   FROM outreach_activities o
   WHERE o.entity_type = 'followup' AND o.type = 'crm.followup.scheduled'
-    AND o.entity_id IN (SELECT jsonb_array_elements_text($5::jsonb))
+    AND o.entity_id = ANY ($5::text[])
   ORDER BY o.entity_id, o.occurred_at DESC, o.event_id DESC
 ), stale AS (
   SELECT d.id, d.prospect_id, GREATEST(
@@ -420,8 +428,8 @@ WITH d AS (
       WHERE o.entity_type = 'deal' AND o.entity_id = d.id)) AS last
   FROM deals d
   WHERE $8::bigint > 0 AND d.prospect_id IS NOT NULL
-    AND (d.id IN (SELECT jsonb_array_elements_text($6::jsonb))
-         OR d.prospect_id IN (SELECT jsonb_array_elements_text($7::jsonb)))
+    AND (d.id = ANY ($6::text[])
+         OR d.prospect_id = ANY ($7::text[]))
 ), src (id, prospect_id, kind, due_at, template, sequence_step, email_id, call_id, deal_id,
         source_time, source_event_id) AS (
   SELECT e.root || ':followup:' || nxt.step, e.prospect_id, 'email',
@@ -434,7 +442,7 @@ WITH d AS (
     (SELECT max(o.occurred_at) FROM outreach_activities o
       WHERE o.entity_type = 'call' AND o.entity_id = c.id AND o.type = 'crm.call.scheduled'), NULL
   FROM call_activities c
-  WHERE c.id IN (SELECT jsonb_array_elements_text($3::jsonb))
+  WHERE c.id = ANY ($3::text[])
     AND c.scheduled_at IS NOT NULL AND c.prospect_id IS NOT NULL
   UNION ALL
   SELECT x.id, x.prospect_id, x.d->>'kind', (x.d->>'due_at')::timestamptz, x.d->>'template',
@@ -474,7 +482,7 @@ constexpr const char* kEnqueueSync = R"SQL(
 WITH b AS (
   SELECT DISTINCT details->>'entity_type' AS et, details->>'entity_id' AS eid
   FROM outreach_activities
-  WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND type = 'crm.sync.requested'
+  WHERE event_id = ANY ($1::text[]) AND type = 'crm.sync.requested'
 ), newest AS (
   SELECT b.et, b.eid, n.operation, n.occurred_at, n.event_id
   FROM b CROSS JOIN LATERAL (
@@ -508,13 +516,13 @@ WITH f AS (
   SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
     f.cancelled_by_event
   FROM followups f
-  WHERE f.prospect_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+  WHERE f.prospect_id = ANY ($1::text[])
     AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
   UNION
   SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
     f.cancelled_by_event
   FROM followups f
-  WHERE f.id IN (SELECT jsonb_array_elements_text($2::jsonb))
+  WHERE f.id = ANY ($2::text[])
     AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
 ), c AS (
   SELECT f.id, f.cancelled_by_event, x.event_id, x.occurred_at, x.reason
@@ -543,7 +551,7 @@ RETURNING followups.prospect_id
 // the last move; pipeline_stages holds "discovered" (the first event of the
 // prospect) and every move.
 constexpr const char* kProjectProspects = R"SQL(
-WITH ids AS (SELECT DISTINCT x AS id FROM jsonb_array_elements_text($1::jsonb) x),
+WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 w AS (SELECT $2::jsonb AS w),
 ev AS (
   SELECT o.prospect_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
@@ -679,7 +687,7 @@ FROM outreach_activities o
 JOIN (VALUES ('crm.email.replied', 'reply_received'), ('crm.sms.replied', 'reply_received'),
              ('crm.call.completed', 'call_completed'), ('crm.payment.completed', 'payment'))
   AS k(type, kind) ON k.type = o.type
-WHERE o.event_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+WHERE o.event_id = ANY ($1::text[])
 ON CONFLICT (id) DO NOTHING
 )SQL";
 
@@ -688,7 +696,7 @@ ON CONFLICT (id) DO NOTHING
 constexpr const char* kNotifyReinferred = R"SQL(
 UPDATE notifications n SET prospect_id = o.prospect_id, updated_at = now()
 FROM outreach_activities o
-WHERE o.event_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+WHERE o.event_id = ANY ($1::text[])
   AND n.id = (CASE o.type WHEN 'crm.call.completed' THEN 'call_completed'
                           WHEN 'crm.payment.completed' THEN 'payment'
                           ELSE 'reply_received' END) || ':' || o.event_id
@@ -700,19 +708,14 @@ constexpr const char* kNotifyScores = R"SQL(
 INSERT INTO notifications (id, kind, prospect_id, payload)
 SELECT 'lead_score:' || p.id, 'lead_score', p.id, jsonb_build_object('threshold', $2::int)
 FROM prospects p
-WHERE p.id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND p.lead_score >= $2::int
+WHERE p.id = ANY ($1::text[]) AND p.lead_score >= $2::int
 ON CONFLICT (id) DO NOTHING
 )SQL";
 
-std::string to_json(const std::set<std::string>& ids) {
-  json::array a;
-  for (const std::string& id : ids) a.emplace_back(id);
-  return json::serialize(a);
-}
 
 // The keys a batch locks: "<kind>:<id>".
 void lock_keys(pqxx::transaction_base& tx, const std::set<std::string>& keys) {
-  if (!keys.empty()) tx.exec_params(kLockKeys, to_json(keys));
+  if (!keys.empty()) tx.exec_params(kLockKeys, text_array(keys));
 }
 
 struct Touched {
@@ -768,6 +771,8 @@ ProjectionOptions projection_options(const Config& config) {
   for (const auto& [ours, hubspot] : config.hubspot.deal_stages) o.hubspot_deal_stages[hubspot] = ours;
   return o;
 }
+
+void prefer_index_lookups(pqxx::transaction_base& tx) { tx.exec0("SET LOCAL enable_seqscan = off"); }
 
 std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<FactRow>& rows) {
   std::vector<bool> fresh(rows.size(), false);
@@ -836,7 +841,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
       if (object.starts_with(kHubspotDealPrefix)) hubspot_ids.insert(object.substr(kHubspotDealPrefix.size()));
     }
     if (!hubspot_ids.empty()) {
-      for (const auto& row : tx.exec_params(kDealsOfHubspotIds, to_json(hubspot_ids))) {
+      for (const auto& row : tx.exec_params(kDealsOfHubspotIds, text_array(hubspot_ids))) {
         std::string id = row[0].as<std::string>();
         if (touched.deals.insert(id).second) more.insert("deal:" + id);
         if (!row[1].is_null()) {
@@ -851,21 +856,24 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   // Link SendGrid orphans, then give prospect-less events their prospect.
   if (!message_ids.empty()) {
     std::set<std::string> more;
-    for (const auto& row : tx.exec_params(kLinkOrphans, to_json(message_ids))) {
+    for (const auto& row : tx.exec_params(kLinkOrphans, text_array(message_ids))) {
       std::string id = row[0].as<std::string>();
       if (touched.emails.insert(id).second) more.insert("email:" + id);
     }
     lock_keys(tx, more);
   }
   {
-    json::array pairs;
+    std::vector<std::string> types, ids;
     for (EntityType t : {EntityType::kEmail, EntityType::kSms, EntityType::kCall, EntityType::kDeal,
                          EntityType::kFollowup}) {
-      for (const std::string& id : *touched.of(t)) pairs.push_back(json::array{handlers::to_string(t), id});
+      for (const std::string& id : *touched.of(t)) {
+        types.push_back(handlers::to_string(t));
+        ids.push_back(id);
+      }
     }
     std::set<std::string> more;
-    if (!pairs.empty()) {
-      for (const auto& row : tx.exec_params(kInferProspects, json::serialize(pairs))) {
+    if (!ids.empty()) {
+      for (const auto& row : tx.exec_params(kInferProspects, text_array(types), text_array(ids))) {
         for (int c = 0; c < 2; ++c) {
           if (row[c].is_null()) continue;
           std::string id = row[c].as<std::string>();
@@ -877,14 +885,14 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     lock_keys(tx, more);
   }
 
-  if (!touched.emails.empty()) tx.exec_params(kProjectEmails, to_json(touched.emails));
-  if (!touched.sms.empty()) tx.exec_params(kProjectSms, to_json(touched.sms));
-  if (!touched.calls.empty()) tx.exec_params(kProjectCalls, to_json(touched.calls));
+  if (!touched.emails.empty()) tx.exec_params(kProjectEmails, text_array(touched.emails));
+  if (!touched.sms.empty()) tx.exec_params(kProjectSms, text_array(touched.sms));
+  if (!touched.calls.empty()) tx.exec_params(kProjectCalls, text_array(touched.calls));
   if (!touched.deals.empty()) {
-    tx.exec_params(kProjectDeals, to_json(touched.deals), stages_json(options.hubspot_deal_stages));
+    tx.exec_params(kProjectDeals, text_array(touched.deals), stages_json(options.hubspot_deal_stages));
   }
-  if (!valued.empty()) tx.exec_params(kRefreshDealValues, to_json(valued));
-  if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, to_json(touched.customers));
+  if (!valued.empty()) tx.exec_params(kRefreshDealValues, text_array(valued));
+  if (!touched.customers.empty()) tx.exec_params(kProjectCustomers, text_array(touched.customers));
 
   if (!touched.emails.empty() || !touched.calls.empty() || !touched.followups.empty() ||
       !touched.deals.empty() || !touched.prospects.empty()) {
@@ -899,23 +907,23 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     // reads the other's commit in its next statement.
     std::set<std::string> made;
     for (const auto& row :
-         tx.exec_params(kScheduleFollowups, to_json(touched.emails), json::serialize(delays),
-                        to_json(touched.calls), static_cast<long long>(options.call_reminder_before.count()),
-                        to_json(touched.followups), to_json(touched.deals), to_json(touched.prospects),
+         tx.exec_params(kScheduleFollowups, text_array(touched.emails), json::serialize(delays),
+                        text_array(touched.calls), static_cast<long long>(options.call_reminder_before.count()),
+                        text_array(touched.followups), text_array(touched.deals), text_array(touched.prospects),
                         static_cast<long long>(options.stale_deal_after.count()))) {
       made.insert("followup:" + row[0].as<std::string>());
     }
     lock_keys(tx, made);
   }
 
-  if (!sync_requests.empty()) tx.exec_params(kEnqueueSync, to_json(sync_requests));
+  if (!sync_requests.empty()) tx.exec_params(kEnqueueSync, text_array(sync_requests));
 
   if (!touched.prospects.empty() || !touched.followups.empty()) {
     // A follow-up named only by its id (a crm.followup.cancelled) changes
     // its prospect's next_follow_up_at: that prospect is recomputed too.
     std::set<std::string> more;
     for (const auto& row :
-         tx.exec_params(kCancelFollowups, to_json(touched.prospects), to_json(touched.followups))) {
+         tx.exec_params(kCancelFollowups, text_array(touched.prospects), text_array(touched.followups))) {
       if (row[0].is_null()) continue;
       std::string id = row[0].as<std::string>();
       if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
@@ -923,15 +931,15 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     lock_keys(tx, more);
   }
   if (!touched.prospects.empty()) {
-    const std::string prospects = to_json(touched.prospects);
+    const std::string prospects = text_array(touched.prospects);
     tx.exec_params(kProjectProspects, prospects, weights_json(options.weights));
     if (options.notify && options.score_threshold > 0) {
       tx.exec_params(kNotifyScores, prospects, options.score_threshold);
     }
   }
   if (options.notify) {
-    tx.exec_params(kNotifyEvents, to_json(event_ids));
-    if (!reinferred.empty()) tx.exec_params(kNotifyReinferred, to_json(reinferred));
+    tx.exec_params(kNotifyEvents, text_array(event_ids));
+    if (!reinferred.empty()) tx.exec_params(kNotifyReinferred, text_array(reinferred));
   }
 }
 
@@ -952,12 +960,12 @@ void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& en
   }
   if (local_ids.empty()) return;
   const std::set<std::string> ids(local_ids.begin(), local_ids.end());
-  const std::string ids_json = to_json(ids);
+  const std::string ids_array = text_array(ids);
   // The same keys a batch takes for these rows, in one round: the caller
   // has just written the HubSpot ids, so they are read here, not passed.
   std::set<std::string> keys, prospects;
   for (const std::string& id : ids) keys.insert("deal:" + id);
-  for (const auto& row : tx.exec_params(kDealsByIds, ids_json)) {
+  for (const auto& row : tx.exec_params(kDealsByIds, ids_array)) {
     if (!row[0].is_null()) keys.insert("hubspot:deal:" + row[0].as<std::string>());
     if (!row[1].is_null()) {
       prospects.insert(row[1].as<std::string>());
@@ -965,8 +973,8 @@ void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& en
     }
   }
   lock_keys(tx, keys);
-  tx.exec_params(kProjectDeals, ids_json, stages_json(options.hubspot_deal_stages));
-  if (!prospects.empty()) tx.exec_params(kRefreshDealValues, to_json(prospects));
+  tx.exec_params(kProjectDeals, ids_array, stages_json(options.hubspot_deal_stages));
+  if (!prospects.empty()) tx.exec_params(kRefreshDealValues, text_array(prospects));
 }
 
 }  // namespace crm::db

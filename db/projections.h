@@ -110,6 +110,14 @@ struct FactRow {
 // rows must have distinct event ids.
 std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<FactRow>& rows);
 
+// Plans the rest of the transaction for what a batch does: look up the
+// rows of the keys it touches by index. Without this the planner picks
+// sequential scans of the timeline on tables whose statistics autovacuum
+// has not gathered yet (a fresh or fast-growing database guesses 200
+// distinct prospects, whatever their number), and a batch then costs time
+// in proportion to the whole history instead of to its own keys.
+void prefer_index_lookups(pqxx::transaction_base& tx);
+
 // The options of a daemon configuration.
 ProjectionOptions projection_options(const Config& config);
 

@@ -388,11 +388,13 @@ long long Producer::send(const std::string& topic, const std::string& key, const
   return ack.offset;
 }
 
-std::vector<Producer::Delivery> Producer::publish(const std::vector<OutMessage>& messages) {
+std::vector<Producer::Delivery> Producer::publish(const std::vector<OutMessage>& messages,
+                                                  const std::function<void(size_t)>& before_each) {
   auto* rk = static_cast<rd_kafka_t*>(rk_);
   std::vector<Ack> acks(messages.size());
   for (size_t i = 0; i < messages.size(); ++i) {
     const OutMessage& m = messages[i];
+    if (before_each) before_each(i);
     for (;;) {
       rd_kafka_headers_t* h = rd_kafka_headers_new(m.headers.size());
       for (const auto& [n, v] : m.headers) {

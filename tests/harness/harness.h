@@ -158,9 +158,12 @@ class Producer {
     int partition = -1;
     long long offset = -1;
   };
-  // Produces all of them without waiting in between, then waits for the
+  // Produces all of them without waiting for acknowledgements in between
+  // (`before_each(i)`, when given, runs before message i is produced: a
+  // benchmark paces and timestamps there), then waits for the
   // acknowledgements; returns each message's delivery, in order.
-  std::vector<Delivery> publish(const std::vector<OutMessage>& messages);
+  std::vector<Delivery> publish(const std::vector<OutMessage>& messages,
+                                const std::function<void(size_t)>& before_each = {});
   // publish(), counting the acknowledged.
   size_t send_all(const std::vector<OutMessage>& messages);
 

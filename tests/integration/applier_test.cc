@@ -6,12 +6,15 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
+
 #include <algorithm>
 #include <random>
 #include <thread>
 
 #include "daemon/applier.h"
 #include "daemon/consume_loop.h"
+#include "db/text_array.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/outreach_history.h"
 
@@ -171,6 +174,45 @@ TEST(Applier, HostileValuesRoundTripExactly) {
   ASSERT_EQ(results[0].outcome, Outcome::kApplied) << results[0].error;
   EXPECT_EQ(db.scalar("SELECT name FROM prospects WHERE id = 'p-h'"),
             std::string("'); DROP TABLE prospects;--\n{\"level\":\"error\"} \u202e\a"));
+}
+
+// Ids go to the projections as text arrays (db/text_array.h): an id that
+// an array literal would misread (quotes, backslashes, commas, braces,
+// spaces, the word NULL) must still find its rows.
+TEST(Applier, IdsThatArrayLiteralsMisreadStillFindTheirRows) {
+  TestDatabase db;
+  const std::vector<std::string> ids = {R"(p"q)", R"(p\q)", "p,q", "{p}", " p ", "NULL", "p\"}", "caf\u00e9"};
+  {
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    std::vector<std::string> back;
+    for (const auto& row : tx.exec_params("SELECT x FROM unnest($1::text[]) x", db::text_array(ids))) {
+      back.push_back(row[0].as<std::string>());
+    }
+    EXPECT_EQ(back, ids);
+    EXPECT_EQ(tx.exec_params1("SELECT cardinality($1::text[])", db::text_array(std::vector<std::string>{}))[0].as<int>(), 0);
+  }
+  db::Database conn(db.conninfo());
+  std::vector<WorkItem> items;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    // discovered_event splices its arguments into JSON: escaped here.
+    const std::string quoted = boost::json::serialize(boost::json::value(ids[i]));
+    items.push_back(item(discovered_event("hid" + std::to_string(i), quoted.substr(1, quoted.size() - 2),
+                                          "n" + std::to_string(i), "2026-01-01T00:00:00Z"),
+                         static_cast<std::int64_t>(i)));
+  }
+  std::vector<ItemResult> results;
+  ASSERT_TRUE(apply_batch(conn, items, options(), &results).is_ok());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(results[i].outcome, Outcome::kApplied) << results[i].error;
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    EXPECT_EQ(tx.exec_params1("SELECT name FROM prospects WHERE id = $1", ids[i])[0].as<std::string>(),
+              "n" + std::to_string(i))
+        << ids[i];
+    EXPECT_EQ(tx.exec_params1("SELECT count(*) FROM pipeline_stages WHERE prospect_id = $1", ids[i])[0].as<int>(), 1)
+        << ids[i];
+  }
 }
 
 }  // namespace
