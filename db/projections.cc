@@ -1,5 +1,7 @@
 #include "db/projections.h"
 
+#include <algorithm>
+#include <iterator>
 #include <set>
 #include <stdexcept>
 #include <string_view>
@@ -78,24 +80,23 @@ RETURNING o.entity_id
 // recomputed too, and the events concerned.
 constexpr const char* kInferProspects = R"SQL(
 WITH k AS (
-  SELECT et, eid FROM unnest($1::text[], $2::text[]) AS x(et, eid)
-), stated AS MATERIALIZED (
-  -- Materialized: inlined, the planner (which cannot estimate the
-  -- (entity_type, entity_id) pairs) re-ran this aggregate for every row of k.
-  SELECT o.entity_type, o.entity_id,
-    (array_agg(o.prospect_id ORDER BY (o.type = 'crm.email.sent') DESC, o.occurred_at, o.event_id))[1] AS pid
-  FROM outreach_activities o JOIN k ON o.entity_type = k.et AND o.entity_id = k.eid
-  WHERE o.prospect_id IS NOT NULL AND NOT o.prospect_inferred
-  GROUP BY o.entity_type, o.entity_id
-), owner AS (
-  SELECT k.et AS entity_type, k.eid AS entity_id, COALESCE(s.pid, d.prospect_id) AS pid
-  FROM k
-  LEFT JOIN stated s ON s.entity_type = k.et AND s.entity_id = k.eid
-  LEFT JOIN deals d ON k.et = 'deal' AND d.id = k.eid
-  WHERE COALESCE(s.pid, d.prospect_id) IS NOT NULL)
+  SELECT DISTINCT et, eid FROM unnest($1::text[], $2::text[]) AS x(et, eid)
+), owner AS MATERIALIZED (
+  -- One index probe per entity, whatever the planner believes of the
+  -- table: a join with an aggregate of all of them was planned as a
+  -- nested loop over that aggregate (rows of k times rows of it).
+  SELECT k.et AS entity_type, k.eid AS entity_id, COALESCE(
+    (SELECT o.prospect_id FROM outreach_activities o
+     WHERE o.entity_type = k.et AND o.entity_id = k.eid
+       AND o.prospect_id IS NOT NULL AND NOT o.prospect_inferred
+     ORDER BY (o.type = 'crm.email.sent') DESC, o.occurred_at, o.event_id
+     LIMIT 1),
+    (SELECT d.prospect_id FROM deals d WHERE k.et = 'deal' AND d.id = k.eid)) AS pid
+  FROM k)
 UPDATE outreach_activities o SET prospect_id = owner.pid, prospect_inferred = true
 FROM owner, outreach_activities old
-WHERE old.id = o.id AND o.entity_type = owner.entity_type AND o.entity_id = owner.entity_id
+WHERE owner.pid IS NOT NULL
+  AND old.id = o.id AND o.entity_type = owner.entity_type AND o.entity_id = owner.entity_id
   AND (o.prospect_id IS NULL OR o.prospect_inferred)
   AND o.prospect_id IS DISTINCT FROM owner.pid
 RETURNING owner.pid, old.prospect_id, o.event_id
@@ -503,8 +504,9 @@ ON CONFLICT (entity_type, entity_id) WHERE status = 'pending' DO UPDATE SET
   source_event_id = EXCLUDED.source_event_id, updated_at = now()
 )SQL";
 
-// Re-evaluates the pending follow-ups of the touched prospects ($1) and
-// follow-up ids ($2) against the cancellation rule (migration 0003,
+// Re-evaluates the pending follow-ups of the prospects ($1) that gained or
+// lost an event the rule reads, and the follow-ups ($2) made, moved or named
+// by the batch, against the cancellation rule (migration 0003,
 // crm_followup_cancellation: the earliest qualifying event). A row cancelled
 // by an event is looked at again, so that an earlier qualifying event
 // arriving late takes its place, and a row whose cancelling event no longer
@@ -596,24 +598,39 @@ ev AS (
   WHERE (ps.stage_date, ps.notes) IS DISTINCT FROM (EXCLUDED.stage_date, EXCLUDED.notes)
 ), sales AS (
   SELECT DISTINCT ON (pid) pid, stage FROM moves ORDER BY pid, rank DESC
+), profile AS (
+  -- Each field from the newest crm.prospect.discovered that has it: one
+  -- sort of (event, field) pairs rather than one per field and prospect.
+  SELECT pid,
+    max(v) FILTER (WHERE k = 'name') AS name, max(v) FILTER (WHERE k = 'email') AS email,
+    max(v) FILTER (WHERE k = 'phone') AS phone, max(v) FILTER (WHERE k = 'company') AS company,
+    max(v) FILTER (WHERE k = 'source') AS source, max(v) FILTER (WHERE k = 'category') AS category,
+    max(v) FILTER (WHERE k = 'urgency') AS urgency, max(v) FILTER (WHERE k = 'time_zone') AS time_zone
+  FROM (
+    SELECT DISTINCT ON (ev.pid, f.k) ev.pid, f.k, f.v
+    FROM ev CROSS JOIN LATERAL jsonb_each_text(ev.d) AS f(k, v)
+    WHERE ev.type = 'crm.prospect.discovered' AND jsonb_typeof(ev.d) = 'object'
+      AND f.k IN ('name', 'email', 'phone', 'company', 'source', 'category', 'urgency', 'time_zone')
+    ORDER BY ev.pid, f.k, ev.t DESC, ev.event_id DESC) newest
+  GROUP BY pid
+), engaged AS (
+  -- Distinct entities per kind of engagement, counted without a
+  -- count(DISTINCT) (a sort) per kind and prospect.
+  SELECT pid,
+    count(*) FILTER (WHERE type = 'crm.email.sent') AS sent,
+    count(*) FILTER (WHERE type = 'crm.email.opened') AS opened,
+    count(*) FILTER (WHERE type = 'crm.email.clicked') AS clicked,
+    count(*) FILTER (WHERE type = 'crm.email.replied') AS replied,
+    count(*) FILTER (WHERE type = 'crm.call.scheduled') AS calls_scheduled,
+    count(*) FILTER (WHERE type = 'crm.call.completed') AS calls_completed
+  FROM (
+    SELECT DISTINCT pid, type, entity_id FROM ev
+    WHERE entity_id IS NOT NULL AND NOT machine
+      AND type IN ('crm.email.sent', 'crm.email.opened', 'crm.email.clicked', 'crm.email.replied',
+                   'crm.call.scheduled', 'crm.call.completed')) e
+  GROUP BY pid
 ), a AS (
   SELECT ids.id,
-    (array_agg(d->>'name' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'name'))[1] AS name,
-    (array_agg(d->>'email' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'email'))[1] AS email,
-    (array_agg(d->>'phone' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'phone'))[1] AS phone,
-    (array_agg(d->>'company' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'company'))[1] AS company,
-    (array_agg(d->>'source' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'source'))[1] AS source,
-    (array_agg(d->>'category' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'category'))[1] AS category,
-    (array_agg(d->>'urgency' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'urgency'))[1] AS urgency,
-    (array_agg(d->>'time_zone' ORDER BY t DESC, event_id DESC)
-       FILTER (WHERE type = 'crm.prospect.discovered' AND d ? 'time_zone'))[1] AS time_zone,
     max(t) FILTER (WHERE type = 'crm.prospect.discovered') AS profile_updated_at,
     max(CASE WHEN type = 'crm.email.sent' THEN 1
              WHEN type = 'crm.email.delivered' THEN 2
@@ -629,13 +646,7 @@ ev AS (
                                   'crm.call.completed')
                       OR (type = 'crm.sms.status' AND d->>'status' IN ('sent', 'delivered')))
       AS last_contact_at,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.sent') AS sent,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.opened' AND NOT machine) AS opened,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.clicked') AS clicked,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.email.replied') AS replied,
-    count(*) FILTER (WHERE type = 'crm.sms.replied') AS sms_replied,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.call.scheduled') AS calls_scheduled,
-    count(DISTINCT entity_id) FILTER (WHERE type = 'crm.call.completed') AS calls_completed
+    count(*) FILTER (WHERE type = 'crm.sms.replied') AS sms_replied
   FROM ids LEFT JOIN ev ON ev.pid = ids.id
   GROUP BY ids.id)
 INSERT INTO prospects AS p (id, name, email, phone, company, source, category, urgency,
@@ -643,18 +654,21 @@ INSERT INTO prospects AS p (id, name, email, phone, company, source, category, u
   last_contact_at, next_follow_up_at, emails_sent_count, emails_opened_count,
   emails_clicked_count, emails_replied_count, sms_replied_count, calls_scheduled_count,
   calls_completed_count, deal_value, lead_score)
-SELECT a.id, name, email, phone, company, source, category, urgency, time_zone,
+SELECT a.id, profile.name, profile.email, profile.phone, profile.company, profile.source,
+  profile.category, profile.urgency, profile.time_zone,
   profile_updated_at,
   COALESCE(sales.stage, 'new'),
   (ARRAY['none', 'sent', 'delivered', 'opened', 'clicked', 'replied'])[COALESCE(email_rank, 0) + 1],
   suppressed, suppressed_at, last_contact_at,
   crm_next_follow_up(a.id),
-  sent, opened, clicked, replied, sms_replied, calls_scheduled, calls_completed,
+  COALESCE(sent, 0), COALESCE(opened, 0), COALESCE(clicked, 0), COALESCE(replied, 0), sms_replied,
+  COALESCE(calls_scheduled, 0), COALESCE(calls_completed, 0),
   (SELECT sum(amount) FROM deals d WHERE d.prospect_id = a.id),
-  opened * (w->>'email_opened')::int + clicked * (w->>'email_clicked')::int
-    + replied * (w->>'email_replied')::int + sms_replied * (w->>'sms_replied')::int
-    + calls_scheduled * (w->>'call_scheduled')::int + calls_completed * (w->>'call_completed')::int
+  COALESCE(opened * (w->>'email_opened')::int + clicked * (w->>'email_clicked')::int
+    + replied * (w->>'email_replied')::int + calls_scheduled * (w->>'call_scheduled')::int
+    + calls_completed * (w->>'call_completed')::int, 0) + sms_replied * (w->>'sms_replied')::int
 FROM a CROSS JOIN w LEFT JOIN sales ON sales.pid = a.id
+  LEFT JOIN profile ON profile.pid = a.id LEFT JOIN engaged ON engaged.pid = a.id
 ON CONFLICT (id) DO UPDATE SET
   name = COALESCE(EXCLUDED.name, p.name), email = COALESCE(EXCLUDED.email, p.email),
   phone = COALESCE(EXCLUDED.phone, p.phone), company = COALESCE(EXCLUDED.company, p.company),
@@ -722,6 +736,9 @@ struct Touched {
   std::set<std::string> emails, sms, calls, deals, customers, followups, prospects;
   // HubSpot objects, "<object_type>:<HubSpot id>".
   std::set<std::string> hubspot;
+  // Follow-ups the batch made or moved, or names: the cancellation rule
+  // looks at each of them again.
+  std::set<std::string> moved_followups;
   std::set<std::string>* of(EntityType type) {
     switch (type) {
       case EntityType::kEmail: return &emails;
@@ -736,6 +753,16 @@ struct Touched {
     return nullptr;
   }
 };
+
+// The event types crm_followup_cancellation (migration 0003) reads.
+bool can_cancel_followups(std::string_view type) {
+  static constexpr std::string_view kTypes[] = {
+      "crm.followup.cancelled", "crm.email.replied",      "crm.sms.replied",
+      "crm.email.bounced",      "crm.email.dropped",      "crm.email.unsubscribed",
+      "crm.email.spam_reported", "crm.call.completed",    "crm.payment.completed",
+      "crm.deal.stage_changed"};
+  return std::find(std::begin(kTypes), std::end(kTypes), type) != std::end(kTypes);
+}
 
 std::string weights_json(const LeadScoreWeights& w) {
   json::object o;
@@ -774,6 +801,20 @@ ProjectionOptions projection_options(const Config& config) {
 
 void prefer_index_lookups(pqxx::transaction_base& tx) { tx.exec0("SET LOCAL enable_seqscan = off"); }
 
+std::vector<std::string> analyze_grown_tables(pqxx::transaction_base& tx, long long min_changes) {
+  static const std::set<std::string> kRead = {
+      "outreach_activities", "processed_events", "prospects",     "pipeline_stages",
+      "email_activities",    "sms_activities",   "call_activities", "customers",
+      "subscriptions",       "deals",            "followups",     "notifications",
+      "sync_queue"};
+  std::vector<std::string> analysed;
+  for (const auto& row : tx.exec_params("SELECT crm_analyze_grown($1::text[], $2::bigint)",
+                                        text_array(kRead), min_changes)) {
+    analysed.push_back(row[0].as<std::string>());
+  }
+  return analysed;
+}
+
 std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<FactRow>& rows) {
   std::vector<bool> fresh(rows.size(), false);
   if (rows.empty()) return fresh;
@@ -807,9 +848,15 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   if (rows.empty()) return;
   Touched touched;
   std::set<std::string> message_ids, keys, event_ids, reinferred, sync_requests;
+  // Prospects whose pending follow-ups the cancellation rule must look at
+  // again: those that gained an event the rule reads (or gained or lost
+  // one by inference below). The rule reads nothing else of a prospect, so
+  // an open or a click leaves its follow-ups as they are.
+  std::set<std::string> recheck;
   for (const FactRow& r : rows) {
     const handlers::Fact& f = *r.fact;
     event_ids.insert(r.event->id);
+    if (f.prospect_id && can_cancel_followups(r.event->type)) recheck.insert(*f.prospect_id);
     if (r.event->type == "crm.sync.requested") {
       sync_requests.insert(r.event->id);
       keys.insert("sync:" + json::value_to<std::string>(f.details.at("entity_type")) + ":" +
@@ -877,6 +924,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
         for (int c = 0; c < 2; ++c) {
           if (row[c].is_null()) continue;
           std::string id = row[c].as<std::string>();
+          recheck.insert(id);
           if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
         }
         reinferred.insert(row[2].as<std::string>());
@@ -905,25 +953,31 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     // miss the other (the row stays scheduled, or the prospect's
     // next_follow_up_at keeps a cancelled timer). With it, whichever waits
     // reads the other's commit in its next statement.
-    std::set<std::string> made;
+    std::set<std::string> made;  // lock keys
     for (const auto& row :
          tx.exec_params(kScheduleFollowups, text_array(touched.emails), json::serialize(delays),
                         text_array(touched.calls), static_cast<long long>(options.call_reminder_before.count()),
                         text_array(touched.followups), text_array(touched.deals), text_array(touched.prospects),
                         static_cast<long long>(options.stale_deal_after.count()))) {
-      made.insert("followup:" + row[0].as<std::string>());
+      std::string id = row[0].as<std::string>();
+      made.insert("followup:" + id);
+      touched.moved_followups.insert(std::move(id));
     }
     lock_keys(tx, made);
   }
 
   if (!sync_requests.empty()) tx.exec_params(kEnqueueSync, text_array(sync_requests));
 
-  if (!touched.prospects.empty() || !touched.followups.empty()) {
+  // The rule again for the follow-ups made or moved above (their source
+  // time or prospect may have changed), those the batch names, and every
+  // pending one of the prospects in `recheck`.
+  touched.moved_followups.insert(touched.followups.begin(), touched.followups.end());
+  if (!recheck.empty() || !touched.moved_followups.empty()) {
     // A follow-up named only by its id (a crm.followup.cancelled) changes
     // its prospect's next_follow_up_at: that prospect is recomputed too.
     std::set<std::string> more;
     for (const auto& row :
-         tx.exec_params(kCancelFollowups, text_array(touched.prospects), text_array(touched.followups))) {
+         tx.exec_params(kCancelFollowups, text_array(recheck), text_array(touched.moved_followups))) {
       if (row[0].is_null()) continue;
       std::string id = row[0].as<std::string>();
       if (touched.prospects.insert(id).second) more.insert("prospect:" + id);

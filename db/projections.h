@@ -118,6 +118,12 @@ std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<Fac
 // in proportion to the whole history instead of to its own keys.
 void prefer_index_lookups(pqxx::transaction_base& tx);
 
+// Analyses the tables a batch reads that have doubled (or been rewritten)
+// since their last analysis, and at least `min_changes` rows changed
+// (migration 0008 says why autovacuum is not enough on a growing database).
+// Returns the tables analysed; none when another instance is at it.
+std::vector<std::string> analyze_grown_tables(pqxx::transaction_base& tx, long long min_changes = 1000);
+
 // The options of a daemon configuration.
 ProjectionOptions projection_options(const Config& config);
 

@@ -14,6 +14,7 @@
 
 #include "daemon/applier.h"
 #include "daemon/consume_loop.h"
+#include "db/projections.h"
 #include "db/text_array.h"
 #include "tests/harness/harness.h"
 #include "tests/harness/outreach_history.h"
@@ -213,6 +214,80 @@ TEST(Applier, IdsThatArrayLiteralsMisreadStillFindTheirRows) {
     EXPECT_EQ(tx.exec_params1("SELECT count(*) FROM pipeline_stages WHERE prospect_id = $1", ids[i])[0].as<int>(), 1)
         << ids[i];
   }
+}
+
+// Every profile field comes from the newest crm.prospect.discovered that
+// states it, whatever the order the events arrive in.
+TEST(Applier, EachProfileFieldIsTheNewestDiscoveryThatStatesIt) {
+  TestDatabase db;
+  db::Database conn(db.conninfo());
+  for (const std::string pid : {"in-order", "out-of-order"}) {
+    const std::vector<std::string> events = {
+        discovered_event(pid + "-1", pid, "Ann", "2026-01-01T00:00:00Z",
+                         R"("email":"ann@old.example","phone":"+15550100")"),
+        discovered_event(pid + "-2", pid, "Anne", "2026-01-03T00:00:00Z", R"("company":"Acme")"),
+        discovered_event(pid + "-3", pid, "Annie", "2026-01-02T00:00:00Z", R"("email":"ann@new.example")")};
+    const std::vector<size_t> order =
+        pid == "in-order" ? std::vector<size_t>{0, 2, 1} : std::vector<size_t>{1, 2, 0};
+    for (size_t k : order) {
+      std::vector<ItemResult> results;
+      ASSERT_TRUE(apply_batch(conn, {item(events[k], static_cast<long long>(k))}, options(), &results).is_ok());
+      ASSERT_EQ(results[0].outcome, Outcome::kApplied) << results[0].error;
+    }
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    auto row = tx.exec_params1(
+        "SELECT name, email, phone, company, profile_updated_at = '2026-01-03T00:00:00Z' FROM prospects "
+        "WHERE id = $1",
+        pid);
+    EXPECT_EQ(row[0].as<std::string>(), "Anne") << pid;
+    EXPECT_EQ(row[1].as<std::string>(), "ann@new.example") << pid;
+    EXPECT_EQ(row[2].as<std::string>(), "+15550100") << pid;
+    EXPECT_EQ(row[3].as<std::string>(), "Acme") << pid;
+    EXPECT_TRUE(row[4].as<bool>()) << pid;
+  }
+}
+
+// A database filled from empty keeps plans made for empty tables until
+// autovacuum's next round: the worker analyses a table it reads once it
+// has changed by as many rows as it held, and not again until it has.
+TEST(Applier, TablesThatOutgrowTheirStatisticsAreAnalysedOnce) {
+  TestDatabase db;
+  {
+    db::Database conn(db.conninfo());
+    std::vector<WorkItem> items;
+    for (int i = 0; i < 40; ++i) {
+      items.push_back(item(discovered_event("stats" + std::to_string(i), "ps" + std::to_string(i), "n",
+                                            "2026-01-01T00:00:00Z"),
+                           i));
+    }
+    std::vector<ItemResult> results;
+    ASSERT_TRUE(apply_batch(conn, items, options(), &results).is_ok());
+  }  // disconnected: the backend's counters reach the shared statistics
+  auto analyse = [&](long long min_changes) {
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    std::vector<std::string> tables = db::analyze_grown_tables(tx, min_changes);
+    tx.commit();
+    return tables;
+  };
+  auto has = [](const std::vector<std::string>& v, const char* t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
+  // 40 changes are fewer than 100: nothing yet.
+  EXPECT_FALSE(has(analyse(100), "prospects"));
+  std::vector<std::string> first;
+  for (int i = 0; i < 100 && !has(first, "prospects"); ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    first = analyse(20);
+  }
+  ASSERT_TRUE(has(first, "prospects"));
+  EXPECT_TRUE(has(first, "outreach_activities"));
+  EXPECT_FALSE(has(first, "api_slots"));  // not one the apply path reads
+  EXPECT_EQ(db.scalar("SELECT reltuples::int FROM pg_class WHERE relname = 'prospects'"), "40");
+  EXPECT_NE(db.scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'prospects'"), "");
+  // Analysed: not again until it has changed by another 40 rows.
+  EXPECT_FALSE(has(analyse(20), "prospects"));
 }
 
 }  // namespace
