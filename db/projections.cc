@@ -536,6 +536,8 @@ UPDATE followups SET
   updated_at = now()
 FROM c
 WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
+  -- For the plan: the rows found by id, not every pending one by status.
+  AND followups.id = ANY (ARRAY(SELECT m.id FROM c m WHERE m.cancelled_by_event IS DISTINCT FROM m.event_id))
   -- Again here: an executor may have taken the row since the snapshot above.
   AND (followups.status = 'scheduled'
        OR (followups.status = 'cancelled' AND followups.cancelled_by_event IS NOT NULL))
@@ -592,7 +594,12 @@ ev AS (
     AND NOT EXISTS (SELECT 1 FROM stage_rows r WHERE r.pid = ps.prospect_id AND r.stage = ps.stage)
 ), up AS (
   INSERT INTO pipeline_stages AS ps (prospect_id, stage, stage_date, notes)
-  SELECT pid, stage, t, notes FROM stage_rows
+  SELECT pid, stage, t, notes FROM stage_rows r
+  -- Most rows are as they were: left out here, where ON CONFLICT would
+  -- lock (and so write) each of them to find that out.
+  WHERE NOT EXISTS (SELECT 1 FROM pipeline_stages o
+                    WHERE o.prospect_id = r.pid AND o.stage = r.stage
+                      AND (o.stage_date, o.notes) IS NOT DISTINCT FROM (r.t, r.notes))
   ON CONFLICT (prospect_id, stage) DO UPDATE SET
     stage_date = EXCLUDED.stage_date, notes = EXCLUDED.notes
   WHERE (ps.stage_date, ps.notes) IS DISTINCT FROM (EXCLUDED.stage_date, EXCLUDED.notes)
@@ -754,7 +761,7 @@ struct Touched {
   }
 };
 
-// The event types crm_followup_cancellation (migration 0003) reads.
+// The event types crm_followup_cancellation reads (migrations 0003, 0009).
 bool can_cancel_followups(std::string_view type) {
   static constexpr std::string_view kTypes[] = {
       "crm.followup.cancelled", "crm.email.replied",      "crm.sms.replied",
