@@ -24,8 +24,6 @@ constexpr Millis kRetryInitial{200};
 constexpr Millis kRetryMax{10000};
 constexpr Millis kPollSlice{50};
 constexpr Millis kReplayInterval{1000};
-// How often the loop looks for tables that outgrew their statistics.
-constexpr Millis kAnalyzeInterval{10000};
 constexpr int kReplayBatch = 100;
 // A batch is applied once its raw messages reach this size, whatever their
 // number (a SendGrid message may hold thousands of events; the transaction
@@ -657,22 +655,6 @@ Status ConsumeLoop::process_replays() {
   return Status::ok();
 }
 
-void ConsumeLoop::refresh_statistics() {
-  std::vector<std::string> analysed;
-  Status s = db_.transact([&](pqxx::work& tx) {
-    analysed = db::analyze_grown_tables(tx);
-    return Status::ok();
-  });
-  if (!s) {
-    // Only plans suffer: autovacuum still analyses, later.
-    log::debug("planner statistics not refreshed", {{"error", s.message()}});
-  } else if (!analysed.empty()) {
-    std::string names;
-    for (const std::string& t : analysed) names += (names.empty() ? "" : ",") + t;
-    log::debug("planner statistics refreshed", {{"tables", names}});
-  }
-}
-
 Status ConsumeLoop::run() {
   const auto max_wait = config_.consumer.batch_max_wait;
   const size_t max_messages = static_cast<size_t>(config_.consumer.batch_max_events);
@@ -722,10 +704,6 @@ Status ConsumeLoop::run() {
       if (Status s = process_replays(); !s && s.is_fatal()) return s;
       // Also the readiness probe's database check when idle.
       if (!db_.reachable()) (void)db_.connection();
-    }
-    if (Clock::now() - last_analyze_check_ >= kAnalyzeInterval) {
-      last_analyze_check_ = Clock::now();
-      refresh_statistics();
     }
   }
 }

@@ -108,9 +108,6 @@ class ConsumeLoop {
   void resume_paused();
   Status publish_dead_letters(const std::vector<db::DeadLetter>& letters);
   Status process_replays();
-  // Analyses the tables a batch reads once they outgrow their statistics
-  // (db::analyze_grown_tables), so plans keep up with a growing database.
-  void refresh_statistics();
   // Applies one requested replay in `tx` and marks it replayed or failed.
   Status replay_one(pqxx::transaction_base& tx, const db::ReplayRequest& req, bool* applied);
   Millis backoff(int attempt);
@@ -142,7 +139,6 @@ class ConsumeLoop {
   std::set<queue::TopicPartition> paused_;  // paused by us for a retry
   std::chrono::steady_clock::time_point batch_started_{};
   std::chrono::steady_clock::time_point last_replay_check_{};
-  std::chrono::steady_clock::time_point last_analyze_check_{};
   std::chrono::steady_clock::time_point last_lag_publish_{};
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   std::atomic<bool> assignment_received_{false};

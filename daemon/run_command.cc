@@ -7,12 +7,14 @@
 #include <chrono>
 #include <fstream>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "daemon/cli_support.h"
 #include "daemon/commands.h"
 #include "daemon/consume_loop.h"
+#include "daemon/core/stoppable.h"
 #include "daemon/followup_executor.h"
 #include "daemon/lifecycle.h"
 #include "daemon/logging.h"
@@ -20,6 +22,7 @@
 #include "daemon/sync_executor.h"
 #include "db/database.h"
 #include "db/migrations.h"
+#include "db/projections.h"
 #include "handlers/routing.h"
 #include "monitoring/http_server.h"
 #include "monitoring/probes.h"
@@ -103,6 +106,45 @@ class Executors {
   SyncExecutor sync_;
   std::optional<Notifier> notifier_;
   std::vector<std::thread> threads_;
+};
+
+// Keeps the planner's statistics of the tables a batch reads up with their
+// growth (db::analyze_grown_tables, migration 0008), every ten seconds, on
+// a thread and connection of its own: an ANALYZE of the timeline takes a
+// quarter of a second, which the consume loop must not wait for.
+class StatisticsKeeper {
+ public:
+  explicit StatisticsKeeper(const std::string& conninfo) : db_(conninfo) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~StatisticsKeeper() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    while (!stop_.load()) {
+      std::vector<std::string> analysed;
+      Status s = db_.transact([&](pqxx::work& tx) {
+        analysed = db::analyze_grown_tables(tx);
+        return Status::ok();
+      });
+      if (!s) {
+        // Only plans suffer: autovacuum still analyses, later.
+        log::debug("planner statistics not refreshed", {{"error", s.message()}});
+      } else if (!analysed.empty()) {
+        std::string names;
+        for (const std::string& t : analysed) names += (names.empty() ? "" : ",") + t;
+        log::debug("planner statistics refreshed", {{"tables", names}});
+      }
+      sleep_unless_stopped(stop_, Millis{10000});
+    }
+  }
+
+  db::Database db_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 }  // namespace
@@ -200,6 +242,7 @@ int command_run(const std::vector<std::string>& args) {
   }
   log::info("serving metrics and health", {{"listen", config.http.listen}});
 
+  StatisticsKeeper statistics(conninfo);
   std::optional<Executors> executors;
   if (config.executors.enabled) {
     executors.emplace(config, conninfo, metrics);
