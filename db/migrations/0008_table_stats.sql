@@ -15,10 +15,13 @@
 -- table is analysed when it has doubled, so a few times over its life, and
 -- an update-heavy one about once per rewrite. Returns the tables analysed.
 -- One caller at a time: a second instance finds the lock taken and returns
--- nothing. Tables this role does not own (ANALYZE would skip them with a
--- warning) are left to autovacuum.
+-- nothing. SECURITY DEFINER: only a table's owner may analyse it, and in
+-- production that is the migrator (deploy/sql/roles.sql), not the runtime
+-- role the daemon runs as; the search path is the one the migration ran
+-- with, so the names below cannot be redirected. Tables the owner does not
+-- own are left to autovacuum.
 CREATE FUNCTION crm_analyze_grown(tables text[], min_changes bigint)
-  RETURNS SETOF text LANGUAGE plpgsql AS $$
+  RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
   t text;
 BEGIN

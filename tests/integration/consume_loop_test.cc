@@ -292,5 +292,35 @@ TEST_F(ConsumeLoopTest, OperationsEndpoints) {
   }, 15s));
 }
 
+// Tables filled from empty get statistics without waiting for autovacuum:
+// the daemon, as production's runtime role (which owns no table), has the
+// timeline analysed once it has grown past its last analysis.
+TEST(ConsumeLoopStatistics, GrowingTablesAreAnalysedUnderTheRuntimeRole) {
+  DevBrokerProcess broker(1, 2);
+  TestDatabase db(DatabaseOptions{.pg_dir = "", .roles = true});
+  Producer producer(broker.bootstrap());
+  WorkerProcess worker(db, broker.bootstrap());
+  const int events = 1200;  // more than the 1,000 changes an analysis waits for
+  for (int i = 0; i < events; ++i) {
+    const std::string pid = "p" + std::to_string(i % 300);
+    ASSERT_GE(producer.send(kOutreach, pid,
+                            discovered_event("stats-" + std::to_string(i), pid, "N", event_time(i))),
+              0);
+  }
+  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
+      << worker.process().log();
+  // The worker's role (in its URL) does not own the table.
+  const std::string url = db.url();
+  const size_t from = url.find("://") + 3;
+  const std::string runtime = url.substr(from, url.find_first_of(":@", from) - from);
+  ASSERT_FALSE(runtime.empty());
+  EXPECT_NE(db.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'outreach_activities'"),
+            runtime);
+  // last_analyze is set by ANALYZE only, never by autovacuum.
+  EXPECT_TRUE(wait_until([&] {
+    return !db.scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'outreach_activities'").empty();
+  }, 40s)) << worker.process().log();
+}
+
 }  // namespace
 }  // namespace crm::test
