@@ -118,8 +118,9 @@ TEST(PostgresFaults, ContentionOnHotProspects) {
   ASSERT_TRUE(s.wait_settled(120s)) << a->process().log() << b->process().log() << c->process().log();
   // The contention was there: the partitions were split three ways (the
   // range assignor gives the i-th member partitions 2i and 2i+1 of every
-  // topic), and most prospects had events applied from partitions of
-  // different workers.
+  // topic), and several prospects had events applied from partitions of
+  // different workers. How many depends on the seed (where the SendGrid
+  // events keyed by message id land): 2 to 7 of the 8 in the runs seen.
   for (auto* w : {a.get(), b.get(), c.get()}) {
     EXPECT_NE(w->process().log().find("\"partitions assigned\" count=8 total=8"), std::string::npos)
         << w->process().log();
@@ -127,7 +128,7 @@ TEST(PostgresFaults, ContentionOnHotProspects) {
   const long long shared = s.db().count(
       "SELECT count(*) FROM (SELECT a.prospect_id FROM outreach_activities a JOIN processed_events p USING (event_id)"
       " WHERE a.prospect_id IS NOT NULL GROUP BY 1 HAVING count(DISTINCT p.partition / 2) > 1) x");
-  EXPECT_GE(shared, 4) << "prospects written by more than one worker";
+  EXPECT_GE(shared, 1) << "prospects written by more than one worker";
   s.note_fault("prospects written by 2-3 workers", static_cast<int>(shared));
   s.check();
 }
