@@ -527,17 +527,19 @@ WITH f AS (
   WHERE f.id = ANY ($2::text[])
     AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
 ), c AS (
-  SELECT f.id, f.cancelled_by_event, x.event_id, x.occurred_at, x.reason
+  -- The rows whose verdict changes.
+  SELECT f.id, x.event_id, x.occurred_at, x.reason
   FROM f LEFT JOIN LATERAL crm_followup_cancellation(
-    f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time) x ON true)
+    f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time) x ON true
+  WHERE f.cancelled_by_event IS DISTINCT FROM x.event_id)
 UPDATE followups SET
   status = CASE WHEN c.event_id IS NULL THEN 'scheduled' ELSE 'cancelled' END,
   cancel_reason = c.reason, cancelled_by_event = c.event_id, cancelled_at = c.occurred_at,
   updated_at = now()
 FROM c
-WHERE followups.id = c.id AND c.cancelled_by_event IS DISTINCT FROM c.event_id
+WHERE followups.id = c.id
   -- For the plan: the rows found by id, not every pending one by status.
-  AND followups.id = ANY (ARRAY(SELECT m.id FROM c m WHERE m.cancelled_by_event IS DISTINCT FROM m.event_id))
+  AND followups.id = ANY (ARRAY(SELECT c.id FROM c))
   -- Again here: an executor may have taken the row since the snapshot above.
   AND (followups.status = 'scheduled'
        OR (followups.status = 'cancelled' AND followups.cancelled_by_event IS NOT NULL))
@@ -755,9 +757,6 @@ struct Touched {
   std::set<std::string> emails, sms, calls, deals, customers, followups, prospects;
   // HubSpot objects, "<object_type>:<HubSpot id>".
   std::set<std::string> hubspot;
-  // Follow-ups the batch made or moved, or names: the cancellation rule
-  // looks at each of them again.
-  std::set<std::string> moved_followups;
   std::set<std::string>* of(EntityType type) {
     switch (type) {
       case EntityType::kEmail: return &emails;
@@ -872,6 +871,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   // one by inference below). The rule reads nothing else of a prospect, so
   // an open or a click leaves its follow-ups as they are.
   std::set<std::string> recheck;
+  std::set<std::string> rechecked_followups;  // made or moved below, or named
   for (const FactRow& r : rows) {
     const handlers::Fact& f = *r.fact;
     event_ids.insert(r.event->id);
@@ -980,7 +980,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
                         static_cast<long long>(options.stale_deal_after.count()))) {
       std::string id = row[0].as<std::string>();
       made.insert("followup:" + id);
-      touched.moved_followups.insert(std::move(id));
+      rechecked_followups.insert(std::move(id));
     }
     lock_keys(tx, made);
   }
@@ -990,13 +990,13 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
   // The rule again for the follow-ups made or moved above (their source
   // time or prospect may have changed), those the batch names, and every
   // pending one of the prospects in `recheck`.
-  touched.moved_followups.insert(touched.followups.begin(), touched.followups.end());
-  if (!recheck.empty() || !touched.moved_followups.empty()) {
+  rechecked_followups.insert(touched.followups.begin(), touched.followups.end());
+  if (!recheck.empty() || !rechecked_followups.empty()) {
     // A follow-up named only by its id (a crm.followup.cancelled) changes
     // its prospect's next_follow_up_at: that prospect is recomputed too.
     std::set<std::string> more;
     for (const auto& row :
-         planned(tx, "crm_cancel_followups", kCancelFollowups, text_array(recheck), text_array(touched.moved_followups))) {
+         planned(tx, "crm_cancel_followups", kCancelFollowups, text_array(recheck), text_array(rechecked_followups))) {
       if (row[0].is_null()) continue;
       std::string id = row[0].as<std::string>();
       if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
