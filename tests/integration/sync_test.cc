@@ -316,9 +316,13 @@ TEST_F(SyncTest, OutOfAttemptsIsDeadVisibleAndRedrivable) {
   company("c2", "Globex");
   request("company", "c1");
   request("company", "c2");
+  // The first attempt's 500 leaves the outcome unknown, so later attempts
+  // read back first; every read fails. (A handler, not a counted script: the
+  // retries' jitter decides whether the two jobs read back together or apart.)
   hubspot_.http().script(FakeHubspot::upsert_path("companies"), {status(500)});
-  hubspot_.http().script(FakeHubspot::read_path("companies"), {status(502), status(502)});
+  hubspot_.http().set_handler(FakeHubspot::read_path("companies"), [](const Received&) { return status(502); });
   drain(10s);
+  hubspot_.http().set_handler(FakeHubspot::read_path("companies"), {});
   EXPECT_EQ(q("SELECT string_agg(status || ' ' || attempts, ',') FROM sync_queue"), "dead 3,dead 3");
   EXPECT_EQ(q("SELECT hubspot_sync_status FROM companies WHERE id = 'c1'"), "failed");
   ASSERT_TRUE(executor().report().is_ok());
