@@ -19,8 +19,10 @@
 //      INSERTs (one transaction each);
 //
 // then a table of the ratios. It asserts nothing: speed is a figure.
+// --pool-size P runs the worker with database.pool_size = P (P = 1: one
+// transaction at a time, no lanes).
 //
-//   bench/run.sh compare [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S]
+//   bench/run.sh compare [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S] [--pool-size P]
 
 #include <algorithm>
 #include <chrono>
@@ -62,6 +64,7 @@ struct Args {
   int rate = 1000;
   int rate_seconds = 20;
   int peer_seconds = 60;
+  int pool_size = 0;  // 0: the daemon's default (database.pool_size)
 };
 
 Args parse(int argc, char** argv) {
@@ -73,9 +76,10 @@ Args parse(int argc, char** argv) {
     else if (v > 0 && k == "--rate") a.rate = static_cast<int>(v);
     else if (v > 0 && k == "--rate-seconds") a.rate_seconds = static_cast<int>(v);
     else if (v > 0 && k == "--peer-seconds") a.peer_seconds = static_cast<int>(v);
+    else if (v > 0 && k == "--pool-size") a.pool_size = static_cast<int>(v);
     else {
       std::fprintf(stderr,
-                   "usage: compare_bench [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S]\n");
+                   "usage: compare_bench [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S] [--pool-size P]\n");
       std::exit(2);
     }
   }
@@ -271,7 +275,8 @@ int run(const Args& args) {
 
   // 1. Throughput, end to end.
   // No Slack: the peer queues no notifications either.
-  WorkerProcess worker(db, broker.bootstrap(), {{"CRM_WORKER_LOG_LEVEL", "warn"}});
+  WorkerProcess worker(db, broker.bootstrap(), {{"CRM_WORKER_LOG_LEVEL", "warn"}},
+                       args.pool_size > 0 ? "\n[database]\npool_size = " + std::to_string(args.pool_size) + "\n" : "");
   if (!wait_until([&] { return db.count("SELECT count(*) FROM processed_events") > 0; }, 60s)) {
     std::fprintf(stderr, "the worker applied nothing:\n%s\n", worker.process().log().c_str());
     return 1;

@@ -2,7 +2,7 @@
 # Runs a benchmark against a throwaway PostgreSQL cluster (fsync on; and,
 # for the outreach ones, the dev broker) and prints its figures. Arguments
 # after the benchmark's name go to the benchmark:
-#   bench/run.sh compare [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S]
+#   bench/run.sh compare [--events N] [--rate R] [--rate-seconds S] [--peer-seconds S] [--pool-size P]
 #       crm-worker against the peer (bench/peer.py) and the database's
 #       ceiling, with latency and RSS: the table in the README
 #   bench/run.sh all        compare, then sync and followup, with their defaults

@@ -153,6 +153,19 @@ Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& item
   return Status::ok();
 }
 
+std::set<std::string> conflict_keys(const WorkItem& w) {
+  std::set<std::string> keys;
+  if (!w.item.event) return keys;
+  const Event& ev = *w.item.event;
+  const handlers::Handler* h = handlers::find_handler(ev.type);
+  if (h == nullptr) return keys;
+  Result<handlers::Fact> fact = h->extract(ev);
+  if (!fact) return keys;
+  keys.insert("event:" + ev.id);
+  db::add_lock_keys(ev, *fact, keys);
+  return keys;
+}
+
 Status apply_batch(db::Database& db, const std::vector<WorkItem>& items,
                    const db::ProjectionOptions& options, std::vector<ItemResult>* results) {
   return db.transact([&](pqxx::work& tx) { return apply_items(tx, items, options, results); });

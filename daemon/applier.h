@@ -21,6 +21,7 @@
 // Used on the consumer thread by the consume loop and by dead-letter replay.
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,12 @@ Status apply_items(pqxx::transaction_base& tx, const std::vector<WorkItem>& item
 // The same, in a transaction of its own on `db`.
 Status apply_batch(db::Database& db, const std::vector<WorkItem>& items,
                    const db::ProjectionOptions& options, std::vector<ItemResult>* results);
+
+// The keys the item's event locks first when applied (db::add_lock_keys),
+// and "event:<id>": items that share none can be applied in transactions
+// side by side without waiting on each other. None for an item that will be
+// a dead letter.
+std::set<std::string> conflict_keys(const WorkItem& item);
 
 // Headers of a Kafka message as the JSON kept with its dead letter.
 std::string headers_to_json(const queue::RawMessage& msg);

@@ -66,9 +66,11 @@ struct KafkaConfig {
 struct DatabaseConfig {
   // Masked when printed if it carries a password.
   std::string url = "postgresql:///crm";
-  // Not enforced: the daemon opens one connection each for the consume loop,
-  // the follow-up executor, the HubSpot sync executor and the Slack notifier
-  // (with a webhook). HubSpot's rate limit, not connections, bounds the sync.
+  // Connections the consume loop applies a batch on at once (its lanes; 1:
+  // one transaction at a time). The follow-up executor, the HubSpot sync
+  // executor, the Slack notifier (with a webhook) and the statistics thread
+  // have one connection each besides. HubSpot's rate limit, not
+  // connections, bounds the sync.
   int pool_size = 2;
   Millis connect_timeout{5000};
   // Credential database_password only. libpq's own PGPASSWORD / PGPASSFILE

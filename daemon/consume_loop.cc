@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <numeric>
+#include <thread>
+#include <unordered_map>
 
 #include <unistd.h>
 
@@ -29,6 +32,10 @@ constexpr int kReplayBatch = 100;
 // number (a SendGrid message may hold thousands of events; the transaction
 // is then cut at batch_max_events).
 constexpr size_t kBatchMaxBytes = 8u << 20;
+// A chunk is split into lanes from this many events: a small one (a
+// trickle) gains nothing from it and pays the extra round trips (the lane
+// split's read, a release of its own) in latency.
+constexpr size_t kMinLaneEvents = 64;
 // How long a flush goes on applying before it yields (see flush()).
 constexpr Millis kFlushSlice{1000};
 
@@ -107,7 +114,11 @@ ConsumeLoop::ConsumeLoop(const Config& config, db::Database& db, queue::KafkaCon
       on_reload_(std::move(on_reload)),
       limits_(decode_limits(config)),
       projection_(db::projection_options(config)),
-      worker_id_(new_worker_id()) {}
+      worker_id_(new_worker_id()) {
+  for (int i = 1; i < config.database.pool_size; ++i) {
+    lanes_.push_back(std::make_unique<db::Database>(db.conninfo()));
+  }
+}
 
 bool ConsumeLoop::drain_expired() const {
   return drain_deadline_ && Clock::now() >= *drain_deadline_;
@@ -165,6 +176,9 @@ void ConsumeLoop::drop_revoked() {
   for (const auto& tp : guarded_lost) mine.insert(tp);
   for (const auto& [tp, offset] : held_) {
     if (revoked.count(tp)) mine.insert(tp);
+  }
+  for (const auto& tp : revoked) {
+    if (unreleased_.erase(tp)) mine.insert(tp);
   }
   if (!mine.empty()) give_up(mine);
   size_t dropped = before - batch_.size() - next_.size();
@@ -337,14 +351,39 @@ void ConsumeLoop::take_applied(size_t first, size_t count, std::vector<WorkItem>
                                std::vector<ItemResult> results, Applied& done) {
   for (size_t i = first; i < first + count; ++i) {
     const auto& origin = batch_[i].msg.origin;
-    auto& off = done.next_offsets[{origin.topic, origin.partition}];
+    const queue::TopicPartition tp{origin.topic, origin.partition};
+    auto& off = done.next_offsets[tp];
     off = std::max(off, origin.offset + 1);
+    done.failed.erase({tp, origin.offset});
   }
   done.messages += count;
   std::move(items.begin(), items.end(), std::back_inserter(done.items));
   std::move(results.begin(), results.end(), std::back_inserter(done.results));
   batch_.erase(batch_.begin() + static_cast<std::ptrdiff_t>(first),
                batch_.begin() + static_cast<std::ptrdiff_t>(first + count));
+  recount_batch_bytes();
+}
+
+void ConsumeLoop::take_entries(const std::vector<size_t>& indices, std::vector<WorkItem> items,
+                               std::vector<ItemResult> results, Applied& done) {
+  std::vector<bool> taken(batch_.size(), false);
+  for (size_t i : indices) {
+    const auto& origin = batch_[i].msg.origin;
+    const queue::TopicPartition tp{origin.topic, origin.partition};
+    auto& off = done.next_offsets[tp];
+    off = std::max(off, origin.offset + 1);
+    done.failed.erase({tp, origin.offset});
+    taken[i] = true;
+  }
+  done.messages += indices.size();
+  std::move(items.begin(), items.end(), std::back_inserter(done.items));
+  std::move(results.begin(), results.end(), std::back_inserter(done.results));
+  std::vector<Entry> left;
+  left.reserve(batch_.size() - indices.size());
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (!taken[i]) left.push_back(std::move(batch_[i]));
+  }
+  batch_ = std::move(left);
   recount_batch_bytes();
 }
 
@@ -412,12 +451,13 @@ std::set<queue::TopicPartition> ConsumeLoop::own_partitions() const {
     if (e.guarded) mine.insert(partition_of(e.msg));
   }
   for (const auto& [tp, offset] : held_) mine.insert(tp);
+  for (const auto& [tp, range] : unreleased_) mine.insert(tp);
   return mine;
 }
 
 namespace {
 
-// Widens `ranges` to hold e's offset in its partition.
+// Widens `ranges` to hold m's offset in its partition.
 void widen(std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>>& ranges,
            const queue::RawMessage& m) {
   auto [it, fresh] = ranges.emplace(partition_of(m), std::pair{m.origin.offset, m.origin.offset});
@@ -467,9 +507,14 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     events += n;
     ++count;
   }
+  if (!lanes_.empty() && count > 1 && events >= kMinLaneEvents) {
+    const std::vector<std::vector<size_t>> lanes = split_lanes(count);
+    if (lanes.size() > 1) return apply_lanes(lanes, done);
+  }
   std::vector<WorkItem> items;
   items.reserve(events);
-  std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>> applied;
+  // With the ranges an earlier release left (they end where these begin).
+  Ranges applied = unreleased_;
   for (size_t i = 0; i < count; ++i) {
     const Entry& e = batch_[i];
     items.insert(items.end(), e.items.begin(), e.items.end());
@@ -489,8 +534,153 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     return s;
   }
   metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
+  unreleased_.clear();
   take_applied(0, count, std::move(items), std::move(results), done);
   return Status::ok();
+}
+
+std::vector<std::vector<size_t>> ConsumeLoop::split_lanes(size_t count) {
+  // Messages that share a key, or a key their later lock rounds would
+  // reach (the prospect of an email a SendGrid event names), are in one
+  // group (union-find).
+  std::vector<size_t> parent(count);
+  std::iota(parent.begin(), parent.end(), size_t{0});
+  auto root = [&](size_t x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  std::unordered_map<std::string, size_t> first_with;
+  auto join = [&](const std::string& key, size_t i) {
+    auto [it, fresh] = first_with.emplace(key, i);
+    if (!fresh) parent[root(i)] = root(it->second);
+  };
+  std::set<std::string> keys;
+  for (size_t i = 0; i < count; ++i) {
+    for (const WorkItem& w : batch_[i].items) {
+      for (const std::string& key : conflict_keys(w)) {
+        join(key, i);
+        keys.insert(key);
+      }
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> related;
+  Status read = db_.transact([&](pqxx::work& tx) {
+    related = db::related_lock_keys(tx, keys);
+    return Status::ok();
+  });
+  if (!read) return {};  // the apply meets the same trouble, and retries
+  // Twice: a key may lead to one that leads on (message -> email -> prospect).
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& [key, to] : related) {
+      auto it = first_with.find(key);
+      if (it != first_with.end()) join(to, it->second);
+    }
+  }
+  std::map<size_t, std::vector<size_t>> groups;  // by root
+  for (size_t i = 0; i < count; ++i) groups[root(i)].push_back(i);
+  const size_t n = std::min(lanes_.size() + 1, groups.size());
+  if (n < 2) return {};
+  // The heaviest group first, each into the lane with the fewest events.
+  std::vector<std::pair<size_t, const std::vector<size_t>*>> by_weight;
+  for (const auto& [r, members] : groups) {
+    size_t weight = 0;
+    for (size_t i : members) weight += std::max<size_t>(1, batch_[i].items.size());
+    by_weight.push_back({weight, &members});
+  }
+  std::stable_sort(by_weight.begin(), by_weight.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::vector<size_t>> lanes(n);
+  std::vector<size_t> load(n, 0);
+  for (const auto& [weight, members] : by_weight) {
+    const size_t l = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    lanes[l].insert(lanes[l].end(), members->begin(), members->end());
+    load[l] += weight;
+  }
+  for (auto& lane : lanes) std::sort(lane.begin(), lane.end());
+  return lanes;
+}
+
+Status ConsumeLoop::apply_lanes(const std::vector<std::vector<size_t>>& lanes, Applied& done) {
+  struct Lane {
+    std::vector<WorkItem> items;
+    std::vector<ItemResult> results;
+    Status status;
+    double seconds = 0;
+  };
+  std::vector<Lane> out(lanes.size());
+  size_t count = 0;
+  for (size_t l = 0; l < lanes.size(); ++l) {
+    for (size_t i : lanes[l]) {
+      out[l].items.insert(out[l].items.end(), batch_[i].items.begin(), batch_[i].items.end());
+      count = std::max(count, i + 1);
+    }
+  }
+  auto run = [&](size_t l, db::Database& db) {
+    const auto t0 = Clock::now();
+    try {
+      out[l].status = db.transact(
+          [&](pqxx::work& tx) { return apply_items(tx, out[l].items, projection_, &out[l].results); });
+    } catch (...) {
+      out[l].status = db::classify_exception(std::current_exception());
+    }
+    out[l].seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  std::vector<std::thread> threads;
+  for (size_t l = 1; l < lanes.size(); ++l) {
+    try {
+      threads.emplace_back(run, l, std::ref(*lanes_[l - 1]));
+    } catch (const std::system_error&) {
+      run(l, *lanes_[l - 1]);  // no thread to be had: one after the other
+    }
+  }
+  run(0, db_);
+  for (auto& t : threads) t.join();
+
+  Status failure = Status::ok();
+  std::vector<bool> applied(count, false);
+  std::vector<size_t> taken;
+  std::vector<WorkItem> items;
+  std::vector<ItemResult> results;
+  for (size_t l = 0; l < lanes.size(); ++l) {
+    if (!out[l].status) {
+      if (failure.is_ok() || out[l].status.is_fatal()) failure = out[l].status;
+      for (size_t i : lanes[l]) done.failed.insert({partition_of(batch_[i].msg), batch_[i].msg.origin.offset});
+      continue;
+    }
+    metrics_.apply_seconds(out[l].seconds);
+    for (size_t i : lanes[l]) applied[i] = true;
+    taken.insert(taken.end(), lanes[l].begin(), lanes[l].end());
+    std::move(out[l].items.begin(), out[l].items.end(), std::back_inserter(items));
+    std::move(out[l].results.begin(), out[l].results.end(), std::back_inserter(results));
+  }
+  // The guard's ranges go as far as each partition is applied without a
+  // gap, in a transaction of their own (the lanes committed apart).
+  std::set<queue::TopicPartition> gap;
+  for (size_t i = 0; i < count; ++i) {
+    const queue::TopicPartition tp = partition_of(batch_[i].msg);
+    if (!applied[i]) {
+      gap.insert(tp);
+    } else if (!gap.count(tp)) {
+      widen(unreleased_, batch_[i].msg);
+    }
+  }
+  if (!unreleased_.empty()) {
+    const std::vector<db::OffsetRange> release = as_rows(unreleased_);
+    Status s = db_.transact([&](pqxx::work& tx) {
+      db::set_async_commit(tx);
+      db::release_inflight(tx, config_.kafka.group_id, release);
+      return Status::ok();
+    });
+    // Applied is applied: a release that failed goes with the next chunk's.
+    if (s) unreleased_.clear();
+  }
+  if (!failure) {
+    // Recorded again before the next try, as in apply_chunk.
+    for (Entry& e : batch_) e.guarded = false;
+  }
+  std::sort(taken.begin(), taken.end());
+  take_entries(taken, std::move(items), std::move(results), done);
+  return failure;
 }
 
 Status ConsumeLoop::apply_step(Applied& done) {
@@ -580,6 +770,11 @@ Status ConsumeLoop::flush() {
         resume_paused();
         return Status::ok();
       }
+    }
+    // Not at or past a message a lane failed on and nothing applied since.
+    for (const auto& [tp, offset] : done.failed) {
+      auto it = done.next_offsets.find(tp);
+      if (it != done.next_offsets.end()) it->second = std::min(it->second, offset);
     }
     if (Status s = consumer_.store_offsets(done.next_offsets); !s) {
       // The work is committed; a redelivery of it is harmless.

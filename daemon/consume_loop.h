@@ -3,8 +3,17 @@
 // batch, decode and apply it in one transaction, publish its dead letters,
 // then store offsets.
 //
-//   poll ─► batch ─► guard ─► decode ─► apply (1 tx, savepoint per event)
+//   poll ─► batch ─► guard ─► decode ─► apply (1 tx per lane, savepoint per event)
 //        ─► publish dead letters ─► store offsets (committed in background)
+//
+// Lanes: a chunk whose messages fall into groups that share no lock key
+// (db::add_lock_keys: prospect, entity, SendGrid message id) is applied as
+// up to database.pool_size transactions at once, each on a connection of
+// its own, so the database's work uses more than one core. A message is
+// never split across lanes. A lane that fails leaves its messages in the
+// batch for the retry; the others are done. Offsets and the guard's ranges
+// then move only as far as everything before them in their partition is
+// committed.
 //
 // An offset is stored only after everything before it is committed in
 // PostgreSQL (and its dead letters acknowledged), so a crash anywhere
@@ -33,6 +42,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <optional>
@@ -75,8 +85,12 @@ class ConsumeLoop {
     std::vector<WorkItem> items;
     std::vector<ItemResult> results;
     std::map<queue::TopicPartition, std::int64_t> next_offsets;
+    // Messages of a lane that failed, not applied since: no offset of
+    // their partition at or past them may be stored.
+    std::set<std::pair<queue::TopicPartition, std::int64_t>> failed;
     size_t messages = 0;
   };
+  using Ranges = std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>>;
 
   Status poll_into(std::vector<Entry>& into, Millis timeout);
   Status flush();
@@ -87,8 +101,15 @@ class ConsumeLoop {
   Status learn_unreleased();
   Status apply_solo(size_t index, Applied& done);
   Status apply_chunk(Applied& done);
+  // The first `count` entries of batch_ grouped into lanes (entry indices,
+  // ascending); one lane (or none) when they cannot be split.
+  std::vector<std::vector<size_t>> split_lanes(size_t count);
+  Status apply_lanes(const std::vector<std::vector<size_t>>& lanes, Applied& done);
   void decode(Entry& e);
   void take_applied(size_t first, size_t count, std::vector<WorkItem> items,
+                    std::vector<ItemResult> results, Applied& done);
+  // The same for the entries at `indices` (ascending).
+  void take_entries(const std::vector<size_t>& indices, std::vector<WorkItem> items,
                     std::vector<ItemResult> results, Applied& done);
   bool solo(const Entry& e) const;
   // Deletes the counts this worker took back (forget_).
@@ -125,6 +146,11 @@ class ConsumeLoop {
   queue::DecodeLimits limits_;
   db::ProjectionOptions projection_;
 
+  // Connections of lanes 2.. (lane 1 is db_).
+  std::vector<std::unique_ptr<db::Database>> lanes_;
+  // Applied ranges whose guard rows are not released yet (a release that
+  // failed after its lanes committed): released with the next chunk.
+  Ranges unreleased_;
   std::vector<Entry> batch_;
   std::vector<Entry> next_;  // arrived while batch_ was being retried
   size_t batch_bytes_ = 0;

@@ -53,6 +53,9 @@ class Database {
   // caller looks at the database again (and reconnects).
   bool await_notification(std::chrono::milliseconds timeout);
 
+  // What it connects with (another Database may connect alike).
+  const std::string& conninfo() const { return conninfo_; }
+
   // Last known health, for /readyz. Set by every transact().
   bool reachable() const { return reachable_.load(); }
 

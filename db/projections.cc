@@ -44,15 +44,53 @@ SELECT f.i FROM f JOIN t USING (event_id)
 
 // Transaction-scoped locks on the keys about to be recomputed, in one
 // order, so two batches touching the same keys queue instead of
-// interleaving their reads and writes. Keys are hashed into 1024 buckets so
-// that a SendGrid message of 10,000 elements takes at most 1024 locks and
-// cannot exhaust PostgreSQL's shared lock table (a collision only makes two
-// batches queue).
+// interleaving their reads and writes. One lock per key (a 64-bit hash of
+// "<kind>:<id>"): two batches wait on each other only if they share a key,
+// so the lanes of one batch (and other instances) apply side by side.
 constexpr const char* kLockKeys = R"SQL(
 SELECT count(pg_advisory_xact_lock(k)) FROM (
-  SELECT DISTINCT (hashtextextended(x, 7) & 1023) + 7340032 AS k
+  SELECT DISTINCT hashtextextended(x, 7) AS k
   FROM unnest($1::text[]) x
   ORDER BY 1) s
+)SQL";
+
+// Every transaction that locks keys holds this one first, shared. A batch
+// with more keys than kLockBudget in its first round holds it exclusively
+// instead, and no key: PostgreSQL's lock table is shared by every session
+// (max_locks_per_transaction x max_connections entries, 6,400 by default)
+// and a SendGrid message of 10,000 elements must not fill it.
+constexpr const char* kLockWhole = "SELECT pg_advisory_xact_lock($1::bigint)";
+constexpr const char* kLockWholeShared = "SELECT pg_advisory_xact_lock_shared($1::bigint)";
+constexpr long long kWholeLock = 0x63726d2d6b657973;  // "crm-keys"
+constexpr size_t kLockBudget = 1024;
+
+// What later lock rounds of a batch would learn from the keys of its first
+// round, read without locking: the email a SendGrid message id names, the
+// deal of a HubSpot deal id, and every prospect an entity's events, deal or
+// follow-up name. Pairs (first-round key, key it leads to).
+constexpr const char* kRelatedKeys = R"SQL(
+WITH e AS (SELECT DISTINCT et, eid FROM unnest($1::text[], $2::text[]) AS e(et, eid)),
+linked AS (
+  SELECT DISTINCT 'message:' || o.provider_message_id AS k, 'email' AS et, o.entity_id AS eid
+  FROM outreach_activities o
+  WHERE o.provider_message_id = ANY ($3::text[])
+    AND o.type = 'crm.email.sent' AND o.entity_id IS NOT NULL),
+by_hubspot AS (
+  SELECT 'hubspot:deal:' || d.hubspot_deal_id AS k, 'deal' AS et, d.id AS eid
+  FROM deals d WHERE d.hubspot_deal_id = ANY ($4::text[])),
+ents AS (
+  SELECT et || ':' || eid AS k, et, eid FROM e
+  UNION ALL SELECT k, et, eid FROM linked
+  UNION ALL SELECT k, et, eid FROM by_hubspot)
+SELECT k, et || ':' || eid FROM ents WHERE k <> et || ':' || eid
+UNION
+SELECT ents.k, 'prospect:' || p.pid
+FROM ents CROSS JOIN LATERAL (
+  SELECT o.prospect_id FROM outreach_activities o
+  WHERE o.entity_type = ents.et AND o.entity_id = ents.eid AND o.prospect_id IS NOT NULL
+  UNION SELECT d.prospect_id FROM deals d WHERE ents.et = 'deal' AND d.id = ents.eid
+  UNION SELECT f.prospect_id FROM followups f WHERE ents.et = 'followup' AND f.id = ents.eid) p(pid)
+WHERE p.pid IS NOT NULL
 )SQL";
 
 // SendGrid events that named their email only by the message id take the
@@ -748,10 +786,33 @@ pqxx::result planned(pqxx::transaction_base& tx, const char* name, const char* s
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
-// The keys a batch locks: "<kind>:<id>".
-void lock_keys(pqxx::transaction_base& tx, const std::set<std::string>& keys) {
-  if (!keys.empty()) planned(tx, "crm_lock_keys", kLockKeys, text_array(keys));
-}
+// The locks one transaction takes, round after round ("<kind>:<id>" keys).
+// Later rounds (keys learnt from the first writes) lock per key whatever
+// their number: they are bounded by the first round's size, and a
+// transaction that holds the whole lock shared must not ask for it
+// exclusively (two such would deadlock).
+class KeyLocks {
+ public:
+  explicit KeyLocks(pqxx::transaction_base& tx) : tx_(tx) {}
+  void take(const std::set<std::string>& keys) {
+    if (keys.empty() || whole_) return;
+    if (!shared_) {
+      if (keys.size() > kLockBudget) {
+        planned(tx_, "crm_lock_whole", kLockWhole, kWholeLock);
+        whole_ = true;
+        return;
+      }
+      planned(tx_, "crm_lock_whole_shared", kLockWholeShared, kWholeLock);
+      shared_ = true;
+    }
+    planned(tx_, "crm_lock_keys", kLockKeys, text_array(keys));
+  }
+
+ private:
+  pqxx::transaction_base& tx_;
+  bool shared_ = false;  // holds the whole lock shared, and keys
+  bool whole_ = false;   // holds the whole lock exclusively: nothing else needed
+};
 
 struct Touched {
   std::set<std::string> emails, sms, calls, deals, customers, followups, prospects;
@@ -861,6 +922,42 @@ std::vector<bool> record_facts(pqxx::transaction_base& tx, const std::vector<Fac
   return fresh;
 }
 
+void add_lock_keys(const Event& event, const handlers::Fact& f, std::set<std::string>& keys) {
+  if (event.type == "crm.sync.requested") {
+    keys.insert("sync:" + json::value_to<std::string>(f.details.at("entity_type")) + ":" +
+                json::value_to<std::string>(f.details.at("entity_id")));
+  }
+  if (f.prospect_id) keys.insert("prospect:" + *f.prospect_id);
+  if (f.entity_id) keys.insert(std::string(handlers::to_string(f.entity_type)) + ":" + *f.entity_id);
+  if (f.provider_message_id) keys.insert("message:" + *f.provider_message_id);
+}
+
+std::vector<std::pair<std::string, std::string>> related_lock_keys(pqxx::transaction_base& tx,
+                                                                  const std::set<std::string>& keys) {
+  std::vector<std::pair<std::string, std::string>> related;
+  std::vector<std::string> types, ids, message_ids, hubspot_deals;
+  for (const std::string& key : keys) {
+    const size_t colon = key.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string_view kind = std::string_view(key).substr(0, colon);
+    const std::string id = key.substr(colon + 1);
+    if (kind == "email" || kind == "sms" || kind == "call" || kind == "deal" || kind == "followup") {
+      types.emplace_back(kind);
+      ids.push_back(id);
+    } else if (kind == "message") {
+      message_ids.push_back(id);
+    } else if (kind == "hubspot" && id.starts_with(kHubspotDealPrefix)) {
+      hubspot_deals.push_back(id.substr(kHubspotDealPrefix.size()));
+    }
+  }
+  if (ids.empty() && message_ids.empty() && hubspot_deals.empty()) return related;
+  for (const auto& row : planned(tx, "crm_related_keys", kRelatedKeys, text_array(types), text_array(ids),
+                                 text_array(message_ids), text_array(hubspot_deals))) {
+    related.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
+  }
+  return related;
+}
+
 void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
              const ProjectionOptions& options) {
   if (rows.empty()) return;
@@ -876,25 +973,14 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
     const handlers::Fact& f = *r.fact;
     event_ids.insert(r.event->id);
     if (f.prospect_id && can_cancel_followups(r.event->type)) recheck.insert(*f.prospect_id);
-    if (r.event->type == "crm.sync.requested") {
-      sync_requests.insert(r.event->id);
-      keys.insert("sync:" + json::value_to<std::string>(f.details.at("entity_type")) + ":" +
-                  json::value_to<std::string>(f.details.at("entity_id")));
-    }
-    if (f.prospect_id) {
-      touched.prospects.insert(*f.prospect_id);
-      keys.insert("prospect:" + *f.prospect_id);
-    }
-    if (f.entity_id) {
-      touched.of(f.entity_type)->insert(*f.entity_id);
-      keys.insert(std::string(handlers::to_string(f.entity_type)) + ":" + *f.entity_id);
-    }
-    if (f.provider_message_id) {
-      message_ids.insert(*f.provider_message_id);
-      keys.insert("message:" + *f.provider_message_id);
-    }
+    if (r.event->type == "crm.sync.requested") sync_requests.insert(r.event->id);
+    if (f.prospect_id) touched.prospects.insert(*f.prospect_id);
+    if (f.entity_id) touched.of(f.entity_type)->insert(*f.entity_id);
+    if (f.provider_message_id) message_ids.insert(*f.provider_message_id);
+    add_lock_keys(*r.event, f, keys);
   }
-  lock_keys(tx, keys);
+  KeyLocks locks(tx);
+  locks.take(keys);
 
   // HubSpot changes of deals: the local rows with that HubSpot id (none yet:
   // the change waits on the timeline for reproject_hubspot_changes). The
@@ -916,7 +1002,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
         }
       }
     }
-    lock_keys(tx, more);
+    locks.take(more);
   }
 
   // Link SendGrid orphans, then give prospect-less events their prospect.
@@ -926,7 +1012,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
       std::string id = row[0].as<std::string>();
       if (touched.emails.insert(id).second) more.insert("email:" + id);
     }
-    lock_keys(tx, more);
+    locks.take(more);
   }
   {
     std::vector<std::string> types, ids;
@@ -949,7 +1035,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
         reinferred.insert(row[2].as<std::string>());
       }
     }
-    lock_keys(tx, more);
+    locks.take(more);
   }
 
   if (!touched.emails.empty()) planned(tx, "crm_project_emails", kProjectEmails, text_array(touched.emails));
@@ -982,7 +1068,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
       made.insert("followup:" + id);
       rechecked_followups.insert(std::move(id));
     }
-    lock_keys(tx, made);
+    locks.take(made);
   }
 
   if (!sync_requests.empty()) planned(tx, "crm_enqueue_sync", kEnqueueSync, text_array(sync_requests));
@@ -1001,7 +1087,7 @@ void project(pqxx::transaction_base& tx, const std::vector<FactRow>& rows,
       std::string id = row[0].as<std::string>();
       if (touched.prospects.insert(id).second) more.insert("prospect:" + id);
     }
-    lock_keys(tx, more);
+    locks.take(more);
   }
   if (!touched.prospects.empty()) {
     const std::string prospects = text_array(touched.prospects);
@@ -1020,7 +1106,7 @@ void lock_sync_entities(pqxx::transaction_base& tx,
                         const std::vector<std::pair<std::string, std::string>>& entities) {
   std::set<std::string> keys;
   for (const auto& [type, id] : entities) keys.insert("sync:" + type + ":" + id);
-  lock_keys(tx, keys);
+  KeyLocks(tx).take(keys);
 }
 
 void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& entity_type,
@@ -1045,7 +1131,7 @@ void reproject_hubspot_changes(pqxx::transaction_base& tx, const std::string& en
       keys.insert("prospect:" + row[1].as<std::string>());
     }
   }
-  lock_keys(tx, keys);
+  KeyLocks(tx).take(keys);
   planned(tx, "crm_project_deals", kProjectDeals, ids_array, stages_json(options.hubspot_deal_stages));
   if (!prospects.empty()) planned(tx, "crm_refresh_deal_values", kRefreshDealValues, text_array(prospects));
 }

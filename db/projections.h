@@ -60,12 +60,14 @@
 //     data: other writers' changes to them are overwritten by the next
 //     recomputation.
 //
-// Concurrency: two instances may touch the same rows (SendGrid events are not
-// keyed by prospect). Before reading, the batch takes transaction-scoped
-// advisory locks on every key it recomputes (and on SendGrid message ids, so
-// that an event and the email it names cannot miss each other), so a
-// recomputation always sees the other transaction's committed facts. Keys
-// linked or inferred during the batch are locked in a second round; a
+// Concurrency: two instances, or two lanes of one (consumer loop), may touch
+// the same rows (SendGrid events are not keyed by prospect). Before reading,
+// the batch takes transaction-scoped advisory locks on every key it
+// recomputes (and on SendGrid message ids, so that an event and the email it
+// names cannot miss each other), so a recomputation always sees the other
+// transaction's committed facts. One lock per key, under a shared "whole"
+// lock that a batch with too many keys takes exclusively instead. Keys
+// linked or inferred during the batch are locked in later rounds; a
 // deadlock that this can cause is detected by PostgreSQL and retried.
 //
 // Known limits: a SendGrid event without custom args is linked to the email
@@ -75,6 +77,7 @@
 // is a dead letter.
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -126,6 +129,19 @@ std::vector<std::string> analyze_grown_tables(pqxx::transaction_base& tx, long l
 
 // The options of a daemon configuration.
 ProjectionOptions projection_options(const Config& config);
+
+// The keys a batch locks for one fact before it reads anything ("<kind>:
+// <id>": its prospect, entity, SendGrid message id, sync entity). Batches
+// whose facts share none of these wait on each other only for keys learnt
+// later (a prospect inferred, an email linked by its message id).
+void add_lock_keys(const Event& event, const handlers::Fact& fact, std::set<std::string>& keys);
+
+// What the later lock rounds of a batch with these first-round keys would
+// most likely lock, read now without locks: pairs (key, key it leads to),
+// e.g. ("message:<id>", "email:<id>"), ("email:<id>", "prospect:<id>").
+// Batches apart in keys and related keys do not wait on each other.
+std::vector<std::pair<std::string, std::string>> related_lock_keys(pqxx::transaction_base& tx,
+                                                                  const std::set<std::string>& keys);
 
 // Recomputes every row the given (new) facts touch. Throws what libpqxx
 // throws; the caller classifies.

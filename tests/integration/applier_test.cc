@@ -290,5 +290,54 @@ TEST(Applier, TablesThatOutgrowTheirStatisticsAreAnalysedOnce) {
   EXPECT_FALSE(has(analyse(20), "prospects"));
 }
 
+// Locks: one per key under the shared "whole" lock, so that batches with no
+// key in common never wait on each other; a batch with more keys than the
+// budget (1,024) holds the whole lock alone instead of filling PostgreSQL's
+// shared lock table.
+TEST(Applier, EachKeyIsLockedOnItsOwnAndABatchBeyondTheBudgetHoldsOneLock) {
+  TestDatabase db;
+  auto advisory_locks = [&](int n) {
+    std::vector<WorkItem> items;
+    for (int i = 0; i < n; ++i) {
+      items.push_back(item(discovered_event("lk" + std::to_string(i), "pl" + std::to_string(i), "n",
+                                            "2026-01-01T00:00:00Z"),
+                           i));
+    }
+    auto c = db.connect();
+    pqxx::work tx(*c);
+    std::vector<ItemResult> results;
+    EXPECT_TRUE(apply_items(tx, items, options(), &results).is_ok());
+    // Seen from another session while the batch's transaction is open.
+    return db.scalar("SELECT string_agg(mode || ' ' || n, ', ' ORDER BY mode) FROM (SELECT mode, count(*) n"
+                     " FROM pg_locks WHERE locktype = 'advisory' AND pid = " +
+                     std::to_string(c->backendpid()) + " GROUP BY mode) m");
+  };
+  EXPECT_EQ(advisory_locks(10), "ExclusiveLock 10, ShareLock 1");
+  EXPECT_EQ(advisory_locks(1100), "ExclusiveLock 1");
+}
+
+// What the later lock rounds of a batch would reach, read before it: the
+// consume loop keeps messages that lead to the same rows in one lane.
+TEST(Applier, RelatedKeysAreWhatLaterLockRoundsReach) {
+  TestDatabase db;
+  db::Database conn(db.conninfo());
+  const HistoryEvent sent = cloud_event("rk-1", "crm.email.sent", at_hour(1),
+                                        R"({"email_id":"m1","prospect_id":"p1","provider_message_id":"XM1"})");
+  const HistoryEvent call = cloud_event("rk-2", "crm.call.scheduled", at_hour(1),
+                                        R"({"call_id":"c1","prospect_id":"p2","scheduled_at":")" + at_hour(5) +
+                                            R"("})");
+  ASSERT_TRUE(apply_events(conn, {sent, call}, 10, options()).is_ok());
+  auto c = db.connect();
+  pqxx::work tx(*c);
+  auto related = db::related_lock_keys(tx, {"message:XM1", "email:m1", "call:c1", "email:m2", "prospect:p3"});
+  std::sort(related.begin(), related.end());
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"call:c1", "prospect:p2"},
+      {"email:m1", "prospect:p1"},
+      {"message:XM1", "email:m1"},
+      {"message:XM1", "prospect:p1"}};
+  EXPECT_EQ(related, expected);
+}
+
 }  // namespace
 }  // namespace crm::test

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <set>
+#include <thread>
 
 #include "tests/harness/harness.h"
 
@@ -324,6 +325,52 @@ TEST(ConsumeLoopStatistics, GrowingTablesAreAnalysedUnderTheRuntimeRole) {
   EXPECT_TRUE(wait_until([&] {
     return !db.scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'outreach_activities'").empty();
   }, 40s)) << worker.process().log();
+}
+
+// Lanes (database.pool_size, 2 by default): a chunk is applied as
+// transactions side by side. When one lane keeps failing, the others are
+// committed, but no offset at or past its messages is: a worker killed then
+// loses nothing, the next one applies them.
+TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
+  DevBrokerProcess broker(1, 1);  // one partition: its messages go to both lanes
+  TestDatabase db;
+  // The database refuses one event, with a transient error, while `refuse`
+  // names it.
+  db.scalar("CREATE TABLE refuse (event_id text PRIMARY KEY)");
+  db.scalar(R"(CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM refuse WHERE event_id = NEW.event_id) THEN
+    RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'serialization_failure';
+  END IF;
+  RETURN NEW;
+END $$)");
+  db.scalar("CREATE TRIGGER refuse BEFORE INSERT ON processed_events FOR EACH ROW EXECUTE FUNCTION refuse_event()");
+  db.scalar("INSERT INTO refuse VALUES ('lane-50')");
+  Producer producer(broker.bootstrap());
+  const int events = 100;  // one chunk, each for a prospect of its own
+  for (int i = 0; i < events; ++i) {
+    const std::string pid = "p" + std::to_string(i);
+    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("lane-" + std::to_string(i), pid, "N", event_time(i))), 0);
+  }
+  {
+    WorkerProcess worker(db, broker.bootstrap());
+    ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") > 0; }, 60s))
+        << worker.process().log();
+    // Past a flush slice (1 s) and an offset commit: what the worker stores
+    // while it retries is committed.
+    std::this_thread::sleep_for(3s);
+    const long long partial = db.count("SELECT count(*) FROM processed_events");
+    EXPECT_GT(partial, 0);
+    EXPECT_LT(partial, events);  // the lane with lane-50 is not
+    EXPECT_EQ(db.count("SELECT count(*) FROM processed_events WHERE event_id = 'lane-50'"), 0);
+    worker.process().signal(SIGKILL);
+    worker.process().wait(10s);
+  }
+  db.scalar("DELETE FROM refuse");
+  WorkerProcess again(db, broker.bootstrap());
+  EXPECT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
+      << again.process().log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM prospects"), events);
 }
 
 }  // namespace
