@@ -629,7 +629,7 @@ Status ConsumeLoop::apply_lanes(const std::vector<std::vector<size_t>>& lanes, A
   for (size_t l = 1; l < lanes.size(); ++l) {
     try {
       threads.emplace_back(run, l, std::ref(*lanes_[l - 1]));
-    } catch (const std::system_error&) {
+    } catch (...) {
       run(l, *lanes_[l - 1]);  // no thread to be had: one after the other
     }
   }
@@ -865,7 +865,7 @@ Status ConsumeLoop::run() {
       crash_point("in_drain");
       Status s = Status::ok();
       while (s && !batch_.empty() && !drain_expired()) s = flush();
-      if (!batch_.empty() || !held_.empty()) {
+      if (!batch_.empty() || !held_.empty() || !unreleased_.empty()) {
         // Stopping alive with work left: it is redelivered, and no one
         // should take it for a death.
         give_up(own_partitions());
