@@ -349,19 +349,9 @@ bool ConsumeLoop::solo(const Entry& e) const {
 
 void ConsumeLoop::take_applied(size_t first, size_t count, std::vector<WorkItem> items,
                                std::vector<ItemResult> results, Applied& done) {
-  for (size_t i = first; i < first + count; ++i) {
-    const auto& origin = batch_[i].msg.origin;
-    const queue::TopicPartition tp{origin.topic, origin.partition};
-    auto& off = done.next_offsets[tp];
-    off = std::max(off, origin.offset + 1);
-    done.failed.erase({tp, origin.offset});
-  }
-  done.messages += count;
-  std::move(items.begin(), items.end(), std::back_inserter(done.items));
-  std::move(results.begin(), results.end(), std::back_inserter(done.results));
-  batch_.erase(batch_.begin() + static_cast<std::ptrdiff_t>(first),
-               batch_.begin() + static_cast<std::ptrdiff_t>(first + count));
-  recount_batch_bytes();
+  std::vector<size_t> indices(count);
+  std::iota(indices.begin(), indices.end(), first);
+  take_entries(indices, std::move(items), std::move(results), done);
 }
 
 void ConsumeLoop::take_entries(const std::vector<size_t>& indices, std::vector<WorkItem> items,
