@@ -449,7 +449,11 @@ WITH d AS (
          CASE WHEN fr.id IS NULL THEN 0 ELSE fr.sequence_step END AS step,
          COALESCE(fr.source_time, e.sent_at) AS source_time
   FROM email_activities e
-  LEFT JOIN followups fr ON fr.id = e.id AND fr.kind = 'email'
+  -- A probe of the primary key per email, whatever the statistics say
+  -- (LIMIT keeps the planner from making it a join, which stale ones made
+  -- a scan of every follow-up for each email).
+  LEFT JOIN LATERAL (SELECT fr.id, fr.email_id, fr.sequence_step, fr.source_time FROM followups fr
+                     WHERE fr.id = e.id AND fr.kind = 'email' LIMIT 1) fr ON true
   WHERE e.id = ANY ($1::text[])
     AND e.sent_at IS NOT NULL AND e.prospect_id IS NOT NULL
     AND (fr.id IS NOT NULL OR COALESCE(e.sequence_step, 0) = 0)
@@ -553,17 +557,23 @@ ON CONFLICT (entity_type, entity_id) WHERE status = 'pending' DO UPDATE SET
 constexpr const char* kCancelFollowups = R"SQL(
 WITH f AS (
   -- Two index lookups (a UNION, not an OR, which would scan the table).
+  -- The status test is a CASE so that no index on status can serve it:
+  -- statistics a few seconds old make "status = 'scheduled'" look like a
+  -- handful of rows, and the plan then read every pending follow-up of
+  -- the table (through the status indexes) for each batch.
   SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
     f.cancelled_by_event
   FROM followups f
   WHERE f.prospect_id = ANY ($1::text[])
-    AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+    AND CASE f.status WHEN 'scheduled' THEN true
+                      WHEN 'cancelled' THEN f.cancelled_by_event IS NOT NULL ELSE false END
   UNION
   SELECT f.id, f.prospect_id, f.kind, f.email_id, f.call_id, f.deal_id, f.source_time,
     f.cancelled_by_event
   FROM followups f
   WHERE f.id = ANY ($2::text[])
-    AND (f.status = 'scheduled' OR (f.status = 'cancelled' AND f.cancelled_by_event IS NOT NULL))
+    AND CASE f.status WHEN 'scheduled' THEN true
+                      WHEN 'cancelled' THEN f.cancelled_by_event IS NOT NULL ELSE false END
 ), c AS (
   -- The rows whose verdict changes.
   SELECT f.id, x.event_id, x.occurred_at, x.reason
@@ -579,8 +589,8 @@ WHERE followups.id = c.id
   -- For the plan: the rows found by id, not every pending one by status.
   AND followups.id = ANY (ARRAY(SELECT c.id FROM c))
   -- Again here: an executor may have taken the row since the snapshot above.
-  AND (followups.status = 'scheduled'
-       OR (followups.status = 'cancelled' AND followups.cancelled_by_event IS NOT NULL))
+  AND CASE followups.status WHEN 'scheduled' THEN true
+                            WHEN 'cancelled' THEN followups.cancelled_by_event IS NOT NULL ELSE false END
 RETURNING followups.prospect_id
 )SQL";
 
@@ -636,10 +646,11 @@ ev AS (
   INSERT INTO pipeline_stages AS ps (prospect_id, stage, stage_date, notes)
   SELECT pid, stage, t, notes FROM stage_rows r
   -- Most rows are as they were: left out here, where ON CONFLICT would
-  -- lock (and so write) each of them to find that out.
-  WHERE NOT EXISTS (SELECT 1 FROM pipeline_stages o
-                    WHERE o.prospect_id = r.pid AND o.stage = r.stage
-                      AND (o.stage_date, o.notes) IS NOT DISTINCT FROM (r.t, r.notes))
+  -- lock (and so write) each of them to find that out. A scalar subquery,
+  -- not NOT EXISTS: that became a merge join reading the whole primary
+  -- key of pipeline_stages for every batch; this probes it once a row.
+  WHERE (SELECT (o.stage_date, o.notes) IS NOT DISTINCT FROM (r.t, r.notes) FROM pipeline_stages o
+         WHERE o.prospect_id = r.pid AND o.stage = r.stage) IS NOT TRUE
   ON CONFLICT (prospect_id, stage) DO UPDATE SET
     stage_date = EXCLUDED.stage_date, notes = EXCLUDED.notes
   WHERE (ps.stage_date, ps.notes) IS DISTINCT FROM (EXCLUDED.stage_date, EXCLUDED.notes)
