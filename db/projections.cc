@@ -21,6 +21,15 @@ using handlers::EntityType;
 // is one round trip per statement and nothing is ever spliced into SQL text:
 // lists of ids as text arrays ($1::text[], db/text_array.h, which the
 // planner estimates by their length), records as JSON.
+//
+// A batch reads the rows of the ids it touches, never a whole table, and
+// that must not depend on the planner's statistics: a growing table's are
+// minutes or a doubling behind, and with them the planner hashed every
+// email event of the timeline to find a batch's few (or every pending
+// follow-up, or the whole primary key of pipeline_stages). So the history
+// of each id is read by a LATERAL subquery with OFFSET 0 (which the
+// planner cannot turn into a join: it probes the index once per id), and
+// tests on status are written so that no status index can serve them.
 
 constexpr const char* kRecordFacts = R"SQL(
 WITH f AS (
@@ -149,7 +158,8 @@ ev AS (
   SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred, o.provider_message_id,
          (o.type = 'crm.email.opened' AND COALESCE((o.details->>'machine_open')::boolean, false)) AS machine
-  FROM outreach_activities o JOIN ids ON o.entity_type = 'email' AND o.entity_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.entity_type = 'email' AND o.entity_id = ids.id OFFSET 0) o  -- a probe per id
 ), a AS (
   SELECT id,
     (array_agg(prospect_id ORDER BY (type = 'crm.email.sent') DESC, t, event_id)
@@ -222,7 +232,8 @@ ev AS (
          CASE WHEN o.type <> 'crm.sms.status' THEN 0
               WHEN o.details->>'status' IN ('undelivered', 'failed') THEN 4
               ELSE array_position(ARRAY['queued', 'sent', 'delivered'], o.details->>'status') END AS rank
-  FROM outreach_activities o JOIN ids ON o.entity_type = 'sms' AND o.entity_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.entity_type = 'sms' AND o.entity_id = ids.id OFFSET 0) o  -- a probe per id
 ), a AS (
   SELECT id,
     (array_agg(prospect_id ORDER BY t, event_id)
@@ -250,7 +261,8 @@ WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred
-  FROM outreach_activities o JOIN ids ON o.entity_type = 'call' AND o.entity_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.entity_type = 'call' AND o.entity_id = ids.id OFFSET 0) o  -- a probe per id
 ), a AS (
   SELECT id,
     (array_agg(prospect_id ORDER BY (type = 'crm.call.scheduled') DESC, t, event_id)
@@ -296,7 +308,8 @@ WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS id, o.occurred_at AS t, o.event_id, o.details AS d,
          o.prospect_id, o.prospect_inferred
-  FROM outreach_activities o JOIN ids ON o.entity_type = 'deal' AND o.entity_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.entity_type = 'deal' AND o.entity_id = ids.id OFFSET 0) o  -- a probe per id
   WHERE o.type = 'crm.deal.stage_changed'
 ), hs AS (
   SELECT dl.id, (o.details->>'occurred_at')::timestamptz AS t, o.event_id,
@@ -379,7 +392,8 @@ constexpr const char* kProjectCustomers = R"SQL(
 WITH ids AS (SELECT DISTINCT x AS id FROM unnest($1::text[]) x),
 ev AS (
   SELECT o.entity_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d
-  FROM outreach_activities o JOIN ids ON o.entity_type = 'customer' AND o.entity_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.entity_type = 'customer' AND o.entity_id = ids.id OFFSET 0) o  -- a probe per id
 ), pay AS (
   SELECT pid, COALESCE(d->>'plan', 'default') AS plan, min(t) AS started_at, max(t) AS last_paid,
     (array_agg((d->>'amount')::numeric ORDER BY t DESC, event_id DESC))[1] AS amount,
@@ -611,7 +625,8 @@ ev AS (
   SELECT o.prospect_id AS pid, o.type, o.occurred_at AS t, o.event_id, o.details AS d,
          o.entity_id,
          (o.type = 'crm.email.opened' AND COALESCE((o.details->>'machine_open')::boolean, false)) AS machine
-  FROM outreach_activities o JOIN ids ON o.prospect_id = ids.id
+  FROM ids CROSS JOIN LATERAL (SELECT * FROM outreach_activities o
+    WHERE o.prospect_id = ids.id OFFSET 0) o  -- a probe per id
 ), ranked AS (
   SELECT pid, t, event_id, type,
     CASE WHEN type = 'crm.email.sent' THEN 1
