@@ -178,7 +178,7 @@ void ConsumeLoop::drop_revoked() {
     if (revoked.count(tp)) mine.insert(tp);
   }
   for (const auto& tp : revoked) {
-    if (unreleased_.erase(tp)) mine.insert(tp);
+    if (unreleased_.erase(tp) + ahead_.erase(tp) > 0) mine.insert(tp);
   }
   if (!mine.empty()) give_up(mine);
   size_t dropped = before - batch_.size() - next_.size();
@@ -442,6 +442,7 @@ std::set<queue::TopicPartition> ConsumeLoop::own_partitions() const {
   }
   for (const auto& [tp, offset] : held_) mine.insert(tp);
   for (const auto& [tp, range] : unreleased_) mine.insert(tp);
+  for (const auto& [tp, offset] : ahead_) mine.insert(tp);
   return mine;
 }
 
@@ -510,6 +511,7 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     items.insert(items.end(), e.items.begin(), e.items.end());
     widen(applied, e.msg);
   }
+  const std::set<queue::TopicPartition> caught_up = extend_past_gaps(applied, [&](size_t i) { return i >= count; });
   const std::vector<db::OffsetRange> release = as_rows(applied);
   std::vector<ItemResult> results;
   const auto t0 = Clock::now();
@@ -525,8 +527,26 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
   }
   metrics_.apply_seconds(std::chrono::duration<double>(Clock::now() - t0).count());
   unreleased_.clear();
+  for (const auto& tp : caught_up) ahead_.erase(tp);
   take_applied(0, count, std::move(items), std::move(results), done);
   return Status::ok();
+}
+
+std::set<queue::TopicPartition> ConsumeLoop::extend_past_gaps(Ranges& release,
+                                                               const std::function<bool(size_t)>& left) const {
+  std::set<queue::TopicPartition> caught_up;
+  for (const auto& [tp, ahead] : ahead_) {
+    auto it = release.find(tp);
+    if (it == release.end()) continue;  // its gap is not what was applied
+    bool below = false;
+    for (size_t i = 0; i < batch_.size() && !below; ++i) {
+      below = left(i) && partition_of(batch_[i].msg) == tp && batch_[i].msg.origin.offset < ahead;
+    }
+    if (below) continue;
+    it->second.second = std::max(it->second.second, ahead);
+    caught_up.insert(tp);
+  }
+  return caught_up;
 }
 
 std::vector<std::vector<size_t>> ConsumeLoop::split_lanes(size_t count) {
@@ -652,7 +672,14 @@ Status ConsumeLoop::apply_lanes(const std::vector<std::vector<size_t>>& lanes, A
       gap.insert(tp);
     } else if (!gap.count(tp)) {
       widen(unreleased_, batch_[i].msg);
+    } else {
+      std::int64_t& ahead = ahead_[tp];
+      ahead = std::max(ahead, batch_[i].msg.origin.offset);
     }
+  }
+  // Offsets applied past a gap that is filled now (by this chunk).
+  for (const auto& tp : extend_past_gaps(unreleased_, [&](size_t i) { return i >= count || !applied[i]; })) {
+    ahead_.erase(tp);
   }
   if (!unreleased_.empty()) {
     const std::vector<db::OffsetRange> release = as_rows(unreleased_);
@@ -855,7 +882,7 @@ Status ConsumeLoop::run() {
       crash_point("in_drain");
       Status s = Status::ok();
       while (s && !batch_.empty() && !drain_expired()) s = flush();
-      if (!batch_.empty() || !held_.empty() || !unreleased_.empty()) {
+      if (!batch_.empty() || !held_.empty() || !unreleased_.empty() || !ahead_.empty()) {
         // Stopping alive with work left: it is redelivered, and no one
         // should take it for a death.
         give_up(own_partitions());

@@ -104,6 +104,10 @@ class ConsumeLoop {
   // The first `count` entries of batch_ grouped into lanes (entry indices,
   // ascending); one lane (or none) when they cannot be split.
   std::vector<std::vector<size_t>> split_lanes(size_t count);
+  // Widens `release` to the offsets of ahead_ that no message left in
+  // batch_ (those `left` says are still unapplied) is below; returns their
+  // partitions.
+  std::set<queue::TopicPartition> extend_past_gaps(Ranges& release, const std::function<bool(size_t)>& left) const;
   Status apply_lanes(const std::vector<std::vector<size_t>>& lanes, Applied& done);
   void decode(Entry& e);
   void take_applied(size_t first, size_t count, std::vector<WorkItem> items,
@@ -151,6 +155,11 @@ class ConsumeLoop {
   // Applied ranges whose guard rows are not released yet (a release that
   // failed after its lanes committed): released with the next chunk.
   Ranges unreleased_;
+  // Per partition, the highest offset a lane applied past a message of a
+  // lane that failed. A release cannot cover it until every message of the
+  // partition below it is applied; then it must, or the guard's row would
+  // keep starting there, where no later release matches it.
+  std::map<queue::TopicPartition, std::int64_t> ahead_;
   std::vector<Entry> batch_;
   std::vector<Entry> next_;  // arrived while batch_ was being retried
   size_t batch_bytes_ = 0;

@@ -327,15 +327,9 @@ TEST(ConsumeLoopStatistics, GrowingTablesAreAnalysedUnderTheRuntimeRole) {
   }, 40s)) << worker.process().log();
 }
 
-// Lanes (database.pool_size, 2 by default): a chunk is applied as
-// transactions side by side. When one lane keeps failing, the others are
-// committed, but no offset at or past its messages is: a worker killed then
-// loses nothing, the next one applies them.
-TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
-  DevBrokerProcess broker(1, 1);  // one partition: its messages go to both lanes
-  TestDatabase db;
-  // The database refuses one event, with a transient error, while `refuse`
-  // names it.
+// The database refuses an event, with a transient error, while the table
+// `refuse` names it.
+void refuse_events_named_in_a_table(const TestDatabase& db) {
   db.scalar("CREATE TABLE refuse (event_id text PRIMARY KEY)");
   db.scalar(R"(CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -345,6 +339,16 @@ BEGIN
   RETURN NEW;
 END $$)");
   db.scalar("CREATE TRIGGER refuse BEFORE INSERT ON processed_events FOR EACH ROW EXECUTE FUNCTION refuse_event()");
+}
+
+// Lanes (database.pool_size, 2 by default): a chunk is applied as
+// transactions side by side. When one lane keeps failing, the others are
+// committed, but no offset at or past its messages is: a worker killed then
+// loses nothing, the next one applies them.
+TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
+  DevBrokerProcess broker(1, 1);  // one partition: its messages go to both lanes
+  TestDatabase db;
+  refuse_events_named_in_a_table(db);
   db.scalar("INSERT INTO refuse VALUES ('lane-50')");
   Producer producer(broker.bootstrap());
   const int events = 100;  // one chunk, each for a prospect of its own
@@ -371,6 +375,35 @@ END $$)");
   EXPECT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
       << again.process().log();
   EXPECT_EQ(db.count("SELECT count(*) FROM prospects"), events);
+}
+
+// The guard's row of a partition (db/consume_guard.h) is released as far as
+// its messages are applied. Lane 0 (even offsets, lane-50 among them) fails
+// while lane 1 commits the odd ones, up to 99; once lane-50 is let through,
+// the retry applies 0..98, and the release must cover 99 too: a row left
+// starting at 99 would never match a later release, and a worker dying
+// after it would make the next one apply everything from there one message
+// at a time.
+TEST(ConsumeLoopLanes, OffsetsAppliedPastAFailedLaneAreReleasedWithIt) {
+  DevBrokerProcess broker(1, 1);
+  TestDatabase db;
+  refuse_events_named_in_a_table(db);
+  db.scalar("INSERT INTO refuse VALUES ('lane-50')");
+  Producer producer(broker.bootstrap());
+  const int events = 100;
+  for (int i = 0; i < events; ++i) {
+    const std::string pid = "p" + std::to_string(i);
+    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("lane-" + std::to_string(i), pid, "N", event_time(i))), 0);
+  }
+  WorkerProcess worker(db, broker.bootstrap());
+  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events WHERE event_id = 'lane-99'") > 0; }, 60s))
+      << worker.process().log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM processed_events WHERE event_id = 'lane-50'"), 0);
+  db.scalar("DELETE FROM refuse");
+  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
+      << worker.process().log();
+  EXPECT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM consumer_inflight") == 0; }, 10s))
+      << db.scalar("SELECT string_agg(first_offset || '..' || last_offset, ', ') FROM consumer_inflight");
 }
 
 }  // namespace
