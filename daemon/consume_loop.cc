@@ -178,7 +178,9 @@ void ConsumeLoop::drop_revoked() {
     if (revoked.count(tp)) mine.insert(tp);
   }
   for (const auto& tp : revoked) {
-    if (unreleased_.erase(tp) + ahead_.erase(tp) > 0) mine.insert(tp);
+    const bool unreleased = unreleased_.erase(tp) > 0;
+    const bool ahead = ahead_.erase(tp) > 0;
+    if (unreleased || ahead) mine.insert(tp);
   }
   if (!mine.empty()) give_up(mine);
   size_t dropped = before - batch_.size() - next_.size();
@@ -511,7 +513,8 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     items.insert(items.end(), e.items.begin(), e.items.end());
     widen(applied, e.msg);
   }
-  const std::set<queue::TopicPartition> caught_up = extend_past_gaps(applied, [&](size_t i) { return i >= count; });
+  const std::set<queue::TopicPartition> caught_up =
+      extend_past_gaps(applied, [&](size_t i) { return i >= count; });
   const std::vector<db::OffsetRange> release = as_rows(applied);
   std::vector<ItemResult> results;
   const auto t0 = Clock::now();
@@ -535,16 +538,27 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
 std::set<queue::TopicPartition> ConsumeLoop::extend_past_gaps(Ranges& release,
                                                                const std::function<bool(size_t)>& left) const {
   std::set<queue::TopicPartition> caught_up;
+  if (ahead_.empty()) return caught_up;
+  // The lowest offset of each partition still to apply: everything of the
+  // partition below it was applied, now or in an earlier round.
+  std::map<queue::TopicPartition, std::int64_t> lowest_left;
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (!left(i)) continue;
+    auto [it, fresh] = lowest_left.emplace(partition_of(batch_[i].msg), batch_[i].msg.origin.offset);
+    if (!fresh) it->second = std::min(it->second, batch_[i].msg.origin.offset);
+  }
   for (const auto& [tp, ahead] : ahead_) {
     auto it = release.find(tp);
-    if (it == release.end()) continue;  // its gap is not what was applied
-    bool below = false;
-    for (size_t i = 0; i < batch_.size() && !below; ++i) {
-      below = left(i) && partition_of(batch_[i].msg) == tp && batch_[i].msg.origin.offset < ahead;
+    if (it == release.end()) continue;  // nothing of its gap was applied
+    auto low = lowest_left.find(tp);
+    if (low == lowest_left.end() || low->second > ahead) {
+      it->second.second = std::max(it->second.second, ahead);
+      caught_up.insert(tp);
+    } else {
+      // Up to the next message to apply, so that the row starts where the
+      // release of that message will.
+      it->second.second = std::max(it->second.second, low->second - 1);
     }
-    if (below) continue;
-    it->second.second = std::max(it->second.second, ahead);
-    caught_up.insert(tp);
   }
   return caught_up;
 }
@@ -678,9 +692,8 @@ Status ConsumeLoop::apply_lanes(const std::vector<std::vector<size_t>>& lanes, A
     }
   }
   // Offsets applied past a gap that is filled now (by this chunk).
-  for (const auto& tp : extend_past_gaps(unreleased_, [&](size_t i) { return i >= count || !applied[i]; })) {
-    ahead_.erase(tp);
-  }
+  auto left = [&](size_t i) { return i >= count || !applied[i]; };
+  for (const auto& tp : extend_past_gaps(unreleased_, left)) ahead_.erase(tp);
   if (!unreleased_.empty()) {
     const std::vector<db::OffsetRange> release = as_rows(unreleased_);
     Status s = db_.transact([&](pqxx::work& tx) {

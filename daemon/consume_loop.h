@@ -104,10 +104,12 @@ class ConsumeLoop {
   // The first `count` entries of batch_ grouped into lanes (entry indices,
   // ascending); one lane (or none) when they cannot be split.
   std::vector<std::vector<size_t>> split_lanes(size_t count);
-  // Widens `release` to the offsets of ahead_ that no message left in
-  // batch_ (those `left` says are still unapplied) is below; returns their
-  // partitions.
-  std::set<queue::TopicPartition> extend_past_gaps(Ranges& release, const std::function<bool(size_t)>& left) const;
+  // Widens each range of `release` whose partition is in ahead_: to that
+  // offset when no message of the partition left in batch_ (those `left`
+  // says are still unapplied) is below it, else to just below the lowest
+  // such message. Returns the partitions caught up.
+  std::set<queue::TopicPartition> extend_past_gaps(Ranges& release,
+                                                   const std::function<bool(size_t)>& left) const;
   Status apply_lanes(const std::vector<std::vector<size_t>>& lanes, Applied& done);
   void decode(Entry& e);
   void take_applied(size_t first, size_t count, std::vector<WorkItem> items,

@@ -22,14 +22,20 @@ using handlers::EntityType;
 // lists of ids as text arrays ($1::text[], db/text_array.h, which the
 // planner estimates by their length), records as JSON.
 //
-// A batch reads the rows of the ids it touches, never a whole table, and
-// that must not depend on the planner's statistics: a growing table's are
-// minutes or a doubling behind, and with them the planner hashed every
-// email event of the timeline to find a batch's few (or every pending
-// follow-up, or the whole primary key of pipeline_stages). So the history
-// of each id is read by a LATERAL subquery with OFFSET 0 (which the
-// planner cannot turn into a join: it probes the index once per id), and
-// tests on status are written so that no status index can serve them.
+// A batch should read the rows of the ids it touches, not whole tables,
+// whatever the planner's statistics say: a growing table's are seconds to
+// a doubling behind, and with them the planner hashed every email event of
+// the timeline to find a batch's few, read every pending follow-up through
+// the status indexes, and merge-joined the whole primary key of
+// pipeline_stages. So each projection's history is read by a LATERAL
+// subquery with OFFSET 0 (which the planner cannot turn into a join: it
+// probes the index once per id); the follow-up lookups probe by id the
+// same way, and test status with a CASE, which no index serves; and the
+// stage write probes pipeline_stages with a scalar subquery. The other
+// statements (inference, the HubSpot ids of deals, notifications) were
+// seen to probe per id on their own. The test
+// Applier.ABatchReadsItsProspectsRowsNotTheWholeTable counts what a batch
+// reads under stale statistics.
 
 constexpr const char* kRecordFacts = R"SQL(
 WITH f AS (

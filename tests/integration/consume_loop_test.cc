@@ -378,26 +378,31 @@ TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
 }
 
 // The guard's row of a partition (db/consume_guard.h) is released as far as
-// its messages are applied. Lane 0 (even offsets, lane-50 among them) fails
-// while lane 1 commits the odd ones, up to 99; once lane-50 is let through,
-// the retry applies 0..98, and the release must cover 99 too: a row left
-// starting at 99 would never match a later release, and a worker dying
-// after it would make the next one apply everything from there one message
-// at a time.
+// its messages are applied, even when lanes fail round after round. With
+// lane-50 refused, 256 messages of one partition go: round 1, evens and
+// odds, the odds (up to 255) commit; round 2, the evens split again, 0, 4,
+// 8 ... commit and 2, 6 ... 50 ... fail; round 3, 6, 14 ... commit; round 4
+// (32 messages, one transaction) fails until lane-50 is let through. A row
+// left starting anywhere a later release does not start (at 1 after round
+// 2, at 99 or 255 at the end) would never be released: a worker dying after
+// that makes the next one take the messages past it that were not yet
+// committed to Kafka for a dead worker's, one at a time.
 TEST(ConsumeLoopLanes, OffsetsAppliedPastAFailedLaneAreReleasedWithIt) {
   DevBrokerProcess broker(1, 1);
   TestDatabase db;
   refuse_events_named_in_a_table(db);
   db.scalar("INSERT INTO refuse VALUES ('lane-50')");
   Producer producer(broker.bootstrap());
-  const int events = 100;
+  const int events = 256;
   for (int i = 0; i < events; ++i) {
     const std::string pid = "p" + std::to_string(i);
     ASSERT_GE(producer.send(kOutreach, pid, discovered_event("lane-" + std::to_string(i), pid, "N", event_time(i))), 0);
   }
-  WorkerProcess worker(db, broker.bootstrap());
-  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events WHERE event_id = 'lane-99'") > 0; }, 60s))
-      << worker.process().log();
+  // A linger long enough for the first batch to hold all 256.
+  WorkerProcess worker(db, broker.bootstrap(), {}, "[consumer]\nbatch_max_wait = \"2s\"\n");
+  // Rounds 1 to 3 committed: all but the 32 of round 4.
+  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events - 32; }, 60s))
+      << db.count("SELECT count(*) FROM processed_events") << " applied\n" << worker.process().log();
   EXPECT_EQ(db.count("SELECT count(*) FROM processed_events WHERE event_id = 'lane-50'"), 0);
   db.scalar("DELETE FROM refuse");
   ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
