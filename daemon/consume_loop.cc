@@ -469,7 +469,7 @@ std::vector<db::OffsetRange> as_rows(
 
 Status ConsumeLoop::apply_chunk(Applied& done) {
   // Record what the batch holds before anything of it is decoded.
-  std::map<queue::TopicPartition, std::pair<std::int64_t, std::int64_t>> ranges;
+  Ranges ranges;
   for (const Entry& e : batch_) {
     if (!e.guarded) widen(ranges, e.msg);
   }
