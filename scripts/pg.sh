@@ -8,6 +8,14 @@
 #                                     `start DIR` restarts it on the same port
 #   scripts/pg.sh url DIR [DBNAME]    print a postgresql:// URL for it
 #
+# PG_SERVER_ENV, if set, holds NAME=VALUE words (no spaces inside) added to
+# the server's environment at start, and to nothing else: tests run the
+# server alone under libfaketime this way. Preloading libfaketime into this
+# script instead would break it: libfaketime shares its state through a
+# semaphore that the first preloaded process creates, owned by that user and
+# gone when it exits, and the commands run here as `postgres` could not open
+# it.
+#
 # DIR holds everything: data/ (the cluster), the unix socket, log (the server
 # log), port, and conninfo (a libpq keyword string for the superuser, e.g.
 # "host=DIR port=PORT user=postgres dbname=postgres"). The server listens on
@@ -130,7 +138,14 @@ EOF
 }
 
 start_server() {
-  local dir=$1 port attempt log_size
+  local dir=$1 port attempt log_size word
+  local -a server_env=()
+  if [[ -n ${PG_SERVER_ENV:-} ]]; then
+    read -r -a server_env <<<"$PG_SERVER_ENV"
+    for word in "${server_env[@]}"; do
+      [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "PG_SERVER_ENV: '$word' is not NAME=VALUE"
+    done
+  fi
   for attempt in 1 2 3 4 5; do
     # A restarted cluster keeps its port, so that its clients (whose
     # connection strings name the port) reconnect to it.
@@ -142,7 +157,7 @@ start_server() {
     log_size=$(stat -c %s "$dir/log" 2>/dev/null || echo 0)
     # 9>&-: the server must not inherit the start lock, or it would hold it
     # for its whole life.
-    if as_owner "$PG_BIN/pg_ctl" start -D "$dir/data" -l "$dir/log" -w -t "$START_TIMEOUT_S" \
+    if as_owner env "${server_env[@]}" "$PG_BIN/pg_ctl" start -D "$dir/data" -l "$dir/log" -w -t "$START_TIMEOUT_S" \
       -o "-p $port" >/dev/null 2>&1 9>&-; then
       echo "$port"
       return

@@ -409,10 +409,11 @@ TEST_P(ShiftedClock, AFollowupFiresByTheDatabasesClock) {
   std::unique_ptr<PgCluster> pg;
   {
     // Only the wall clock moves: the monotonic clock's value means nothing
-    // across processes, and moved back it could go below zero.
-    ScopedEnv faked({{"LD_PRELOAD", kLibfaketime},
-                     {"FAKETIME", (hours > 0 ? "-" : "+") + std::to_string(std::abs(hours)) + "h"},
-                     {"FAKETIME_DONT_FAKE_MONOTONIC", "1"}});
+    // across processes, and moved back it could go below zero. Only the
+    // server runs under libfaketime, not pg.sh (see PG_SERVER_ENV there).
+    ScopedEnv faked({{"PG_SERVER_ENV", std::string("LD_PRELOAD=") + kLibfaketime + " FAKETIME=" +
+                                           (hours > 0 ? "-" : "+") + std::to_string(std::abs(hours)) +
+                                           "h FAKETIME_DONT_FAKE_MONOTONIC=1"}});
     pg = std::make_unique<PgCluster>();
   }
   TestDatabase db(DatabaseOptions{.pg_dir = pg->dir(), .roles = true});
