@@ -163,7 +163,7 @@ void ConsumeLoop::drop_revoked() {
   auto gone = [&](const Entry& e) { return revoked.count(partition_of(e.msg)) != 0; };
   std::set<queue::TopicPartition> guarded_lost;
   for (const Entry& e : batch_) {
-    if (e.guarded && gone(e)) guarded_lost.insert(partition_of(e.msg));
+    if (e.recorded && gone(e)) guarded_lost.insert(partition_of(e.msg));
   }
   size_t before = batch_.size() + next_.size();
   std::erase_if(batch_, gone);
@@ -440,7 +440,7 @@ Status ConsumeLoop::apply_solo(size_t index, Applied& done) {
 std::set<queue::TopicPartition> ConsumeLoop::own_partitions() const {
   std::set<queue::TopicPartition> mine;
   for (const Entry& e : batch_) {
-    if (e.guarded) mine.insert(partition_of(e.msg));
+    if (e.recorded) mine.insert(partition_of(e.msg));
   }
   for (const auto& [tp, offset] : held_) mine.insert(tp);
   for (const auto& [tp, range] : unreleased_) mine.insert(tp);
@@ -487,6 +487,7 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     for (Entry& e : batch_) {
       if (!e.guarded && skip.count({partition_of(e.msg), e.msg.origin.offset})) e.crashed_before = true;
       e.guarded = true;
+      e.recorded = true;
     }
   }
   // One transaction holds at most batch_max_events events (and at least

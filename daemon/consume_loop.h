@@ -78,6 +78,10 @@ class ConsumeLoop {
     std::vector<WorkItem> items;  // decoded pieces of msg, once decoded
     bool decoded = false;
     bool guarded = false;  // its offset is recorded in consumer_inflight
+    // A record of it may have committed, so this worker's row may name it.
+    // Unlike `guarded` it stays set when a failed apply has the offset
+    // recorded again: letting the partition go must still drop the row.
+    bool recorded = false;
     bool crashed_before = false;  // a crashed_worker dead letter already
   };
   // What a flush has committed so far.

@@ -411,5 +411,47 @@ TEST(ConsumeLoopLanes, OffsetsAppliedPastAFailedLaneAreReleasedWithIt) {
       << db.scalar("SELECT string_agg(first_offset || '..' || last_offset, ', ') FROM consumer_inflight");
 }
 
+// A worker that stops while a batch it recorded keeps failing gives its
+// guard row up (db/consume_guard.h): stopping alive is no death, and the
+// next owner must not take the batch for a dead worker's. After each failed
+// try the offsets are recorded again before the next (a record committed
+// asynchronously may be lost with the server); stopping between two tries
+// once left the row behind, and the next owner applied every message of it
+// on its own, one transaction each, as after a death.
+TEST(ConsumeLoopGuard, StoppingWhileABatchKeepsFailingLeavesNoGuardRow) {
+  DevBrokerProcess broker(1, 1);
+  TestDatabase db;
+  refuse_events_named_in_a_table(db);
+  db.scalar("INSERT INTO refuse VALUES ('stop-5')");
+  Producer producer(broker.bootstrap());
+  const int events = 10;
+  for (int i = 0; i < events; ++i) {
+    const std::string pid = "p" + std::to_string(i);
+    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("stop-" + std::to_string(i), pid, "N", event_time(i))), 0);
+  }
+  {
+    // One lane, so the whole batch fails with stop-5; a short drain.
+    WorkerProcess worker(db, broker.bootstrap(), {},
+                         "[consumer]\ndrain_timeout = \"2s\"\n[database]\npool_size = 1\n");
+    ASSERT_TRUE(wait_until([&] {
+      return worker.process().log().find("batch not applied, retrying") != std::string::npos;
+    }, 60s)) << worker.process().log();
+    ASSERT_GT(db.count("SELECT count(*) FROM consumer_inflight"), 0);
+    worker.process().signal(SIGTERM);
+    const std::optional<int> code = worker.process().wait(30s);
+    ASSERT_TRUE(code.has_value()) << worker.process().log();
+    EXPECT_EQ(*code, 0) << worker.process().log();
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM processed_events WHERE event_id = 'stop-5'"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM consumer_inflight"), 0)
+      << db.scalar("SELECT string_agg(first_offset || '..' || last_offset, ', ') FROM consumer_inflight");
+  db.scalar("DELETE FROM refuse");
+  WorkerProcess again(db, broker.bootstrap());
+  ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") == events; }, 60s))
+      << again.process().log();
+  EXPECT_EQ(again.process().log().find("began and never finished"), std::string::npos) << again.process().log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM dead_letters"), 0);
+}
+
 }  // namespace
 }  // namespace crm::test
