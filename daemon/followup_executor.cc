@@ -182,6 +182,7 @@ Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
       switch (send_email(f)) {
         case SendResult::kSent: ++pass.sent; break;
         case SendResult::kRetry: ++pass.retried; break;
+        case SendResult::kWait: ++pass.waiting; break;
         case SendResult::kDead: ++pass.dead; break;
         case SendResult::kInDoubt: ++pass.in_doubt; break;
       }
@@ -202,6 +203,22 @@ FollowupExecutor::SendResult FollowupExecutor::send_email(const db::ClaimedFollo
     template_id = config_.sendgrid.followup_template;
   }
   std::string refusal;
+  if ((!f.email || f.email->empty()) && !f.prospect_discovered) {
+    // The timer and the prospect come on different topics, and the
+    // prospect's discovery may simply not be applied yet: wait for it, with
+    // the retries' backoff and budget, rather than give the email up.
+    std::string error = "waiting for the prospect: no crm.prospect.discovered of it is applied yet";
+    SendResult result = SendResult::kWait;
+    if (f.attempts >= config_.retry.max_attempts) {
+      result = SendResult::kDead;
+      error = "the prospect was never discovered: no crm.prospect.discovered of it applied after " +
+              std::to_string(f.attempts) + " attempts, giving up";
+    }
+    if (Status s = finish(f, result, http::Response{}, error); !s) {
+      log::error("could not record a follow-up's end", {{"followup_id", f.id}, {"error", s.message()}});
+    }
+    return result;
+  }
   if (!f.email || f.email->empty()) {
     refusal = "the prospect has no email address";
   } else if (template_id.empty()) {
@@ -269,7 +286,7 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
   }
   Millis delay{0};
   std::optional<Millis> after;
-  if (result == SendResult::kRetry) {
+  if (result == SendResult::kRetry || result == SendResult::kWait) {
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     delay = backoff_delay(f.attempts - 1, config_.retry.initial_backoff, config_.retry.max_backoff,
                           unit(rng_));
@@ -291,6 +308,7 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
           db::mark_sent(tx, f, instance_, message_id);
           break;
         case SendResult::kRetry:
+        case SendResult::kWait:
           db::mark_retry(tx, f, instance_, delay, config_.retry.max_attempts, error);
           // A 429 says SendGrid is full for everyone: hold every instance.
           if (after) db::hold_api_slot(tx, "sendgrid", *after);
@@ -316,6 +334,12 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
                 {{"followup_id", f.id}, {"attempt", f.attempts},
                  {"max_attempts", config_.retry.max_attempts},
                  {"retry_in_ms", static_cast<long long>(delay.count())}, {"error", error}});
+      break;
+    case SendResult::kWait:
+      log::info("follow-up email waits for its prospect's discovery",
+                {{"followup_id", f.id}, {"prospect_id", f.prospect_id}, {"attempt", f.attempts},
+                 {"max_attempts", config_.retry.max_attempts},
+                 {"retry_in_ms", static_cast<long long>(delay.count())}});
       break;
     case SendResult::kDead:
       log::error("follow-up email not sent, giving up", {{"followup_id", f.id}, {"error", error}});

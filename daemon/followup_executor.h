@@ -54,6 +54,7 @@ struct FirePass {
   int cancelled = 0;   // cancelled by the re-check in the claim
   int deferred = 0;    // moved to the send window
   int retried = 0;
+  int waiting = 0;     // emails whose prospect is not discovered yet
   int dead = 0;
   int in_doubt = 0;
   bool more = false;   // the claim was full: call again
@@ -79,7 +80,9 @@ class FollowupExecutor {
   void run(const std::atomic<bool>& stop);
 
  private:
-  enum class SendResult { kSent, kRetry, kDead, kInDoubt };
+  // kWait: not sent because the prospect's discovery is not applied yet;
+  // tried again like a refusal, but no API refused anything.
+  enum class SendResult { kSent, kRetry, kWait, kDead, kInDoubt };
   SendResult send_email(const db::ClaimedFollowup& f);
   Status finish(const db::ClaimedFollowup& f, SendResult result, const http::Response& response,
                 const std::string& error);

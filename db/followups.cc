@@ -32,6 +32,7 @@ due AS (
   FOR UPDATE OF f SKIP LOCKED
 ), chk AS (
   SELECT f.id, x.event_id, x.occurred_at, x.reason, p.email, p.name, p.company,
+    p.profile_updated_at IS NOT NULL AS discovered,
     CASE WHEN f.kind = 'email'
          THEN crm_send_window_start(clock.now, p.time_zone, $6, $7, $8, $9) END AS allowed_at
   FROM due JOIN followups f ON f.id = due.id CROSS JOIN clock
@@ -63,7 +64,7 @@ WHERE f.id = v.id
 RETURNING f.id, f.status, f.kind, f.prospect_id, v.email, v.name, v.company, f.template,
   f.email_id, f.call_id, f.deal_id, f.sequence_step,
   (extract(epoch FROM f.due_at) * 1000000)::bigint, (extract(epoch FROM v.now) * 1000000)::bigint,
-  f.attempts
+  f.attempts, v.discovered
 )SQL";
 
 constexpr const char* kQueueNotifications = R"SQL(
@@ -156,7 +157,8 @@ constexpr const char* kFindInDoubt = R"SQL(
 SELECT f.id, f.status, f.kind, f.prospect_id, p.email, p.name, p.company, f.template,
   f.email_id, f.call_id, f.deal_id, f.sequence_step,
   (extract(epoch FROM f.due_at) * 1000000)::bigint,
-  (extract(epoch FROM COALESCE(f.claimed_at, now())) * 1000000)::bigint, f.attempts
+  (extract(epoch FROM COALESCE(f.claimed_at, now())) * 1000000)::bigint, f.attempts,
+  p.profile_updated_at IS NOT NULL
 FROM followups f LEFT JOIN prospects p ON p.id = f.prospect_id
 WHERE f.id = $1 AND f.status = 'failed'
 )SQL";
@@ -209,6 +211,7 @@ ClaimedFollowup followup_row(const pqxx::row& r) {
   f.due_at = as_timestamp(r[12]);
   f.claimed_at = as_timestamp(r[13]);
   f.attempts = r[14].as<int>();
+  f.prospect_discovered = r[15].as<bool>();
   return f;
 }
 

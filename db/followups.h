@@ -61,6 +61,9 @@ struct ClaimedFollowup {
   Timestamp due_at;
   Timestamp claimed_at;                 // the database's clock
   int attempts = 0;                     // this one included
+  // A crm.prospect.discovered of the prospect is applied: its address, if
+  // it has one, is known.
+  bool prospect_discovered = false;
 };
 
 struct ClaimResult {

@@ -119,6 +119,7 @@ class FollowupTest : public ::testing::Test {
       total.cancelled += p.cancelled;
       total.deferred += p.deferred;
       total.retried += p.retried;
+      total.waiting += p.waiting;
       total.dead += p.dead;
       total.in_doubt += p.in_doubt;
       if (!p.more) break;
@@ -355,6 +356,47 @@ TEST_F(FollowupTest, RefusalsAreRetriedWithBackoffAndA4xxEndsIt) {
   // The API key reaches no row and no metric.
   EXPECT_EQ(db_.count(std::string("SELECT count(*) FROM followups WHERE followups::text LIKE '%canary%'")), 0);
   EXPECT_EQ(text.find("canary"), std::string::npos);
+}
+
+// Timers and prospects come on different topics: a follow-up can come due
+// before its prospect's discovery is applied. It waits for it with the
+// retries' backoff and budget (no request, no SendGrid retry counted) and
+// goes to the address the discovery brings. A prospect discovered without
+// an address is given up at once; one never discovered, after
+// retry.max_attempts.
+TEST_F(FollowupTest, AnEmailDueBeforeItsProspectIsDiscoveredWaitsForIt) {
+  config_.retry.max_attempts = 4;
+  apply({schedule("f1", "p1", "email", just_due())});
+  const FirePass first = fire();
+  EXPECT_EQ(first.waiting, 1);
+  EXPECT_EQ(first.dead + first.retried + first.sent, 0);
+  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts, last_error) FROM followups WHERE id = 'f1'"),
+            "scheduled|1|waiting for the prospect: no crm.prospect.discovered of it is applied yet");
+  ASSERT_TRUE(wait_until([&] { return fire().waiting == 1; }, 3s));
+  EXPECT_EQ(sends(), 0u);
+
+  apply({discovered("p1", "2026-03-01T09:00:00Z")});
+  ASSERT_TRUE(wait_until([&] { return fire().sent == 1; }, 3s));
+  ASSERT_EQ(sends(), 1u);
+  const Received r = sendgrid_.requests("/v3/mail/send")[0];
+  EXPECT_EQ(json::parse(r.body).at("personalizations").at(0).at("to").at(0).at("email"), "p1@example.com");
+  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts) FROM followups WHERE id = 'f1'"), "sent|3");
+
+  // Discovered without an address: nothing will bring one, so dead at once.
+  apply({ev("crm.prospect.discovered", "2026-03-01T09:00:00Z", R"({"prospect_id":"p2","name":"Bo"})"),
+         schedule("f2", "p2", "email", just_due())});
+  EXPECT_EQ(fire().dead, 1);
+  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts, last_error) FROM followups WHERE id = 'f2'"),
+            "dead|1|the prospect has no email address");
+
+  // Never discovered: given up after retry.max_attempts, never sent.
+  apply({schedule("f3", "p3", "email", just_due())});
+  ASSERT_TRUE(wait_until([&] { fire(); return q("SELECT status FROM followups WHERE id = 'f3'") == "dead"; }, 5s));
+  EXPECT_EQ(q("SELECT concat_ws('|', attempts, last_error) FROM followups WHERE id = 'f3'"),
+            "4|the prospect was never discovered: no crm.prospect.discovered of it applied after 4 attempts, "
+            "giving up");
+  EXPECT_EQ(sends(), 1u);
+  EXPECT_EQ(metric_sum(metrics_text(metrics_), "crm_worker_retries_total{api=\"sendgrid\""), 0);
 }
 
 // A 429 is SendGrid saying "not now" to the whole account: every email of

@@ -180,26 +180,14 @@ TEST(ExternalScenario, EveryApiDownWhileKafkaConsumptionGoesOn) {
   // The history leaves few follow-up emails to send, often none (most are
   // cancelled by replies and suppressions, and many prospects have no
   // address): ten more prospects get one each, due now, through the same
-  // events. After check(), so that the oracle need not know them. Each is
-  // refused by the dead SendGrid before it comes back. The prospects are
-  // applied first: the two topics are consumed side by side, and a timer
-  // due now that fires before its prospect's address is known is given up
-  // (a known limit: a follow-up does not wait for its prospect to arrive).
+  // events. After check(), so that the oracle need not know them. The
+  // timers come first: each fires before its prospect is known and waits
+  // for it; then the prospects come, and each email is refused by the dead
+  // SendGrid before it comes back.
   constexpr int kLateFollowups = 10;
   {
     Producer producer(s.broker().bootstrap());
     const std::string now = format_rfc3339(now_timestamp());
-    for (int k = 0; k < kLateFollowups; ++k) {
-      const std::string pid = "late-p" + std::to_string(k);
-      ASSERT_GE(producer.send("crm.outreach.events", pid,
-                              discovered_event("late-d" + std::to_string(k), pid, "Late",
-                                               now, R"("email":")" + pid + R"(@example.com")")),
-                0);
-    }
-    ASSERT_TRUE(wait_until([&] {
-      return s.db().count("SELECT count(*) FROM prospects WHERE id LIKE 'late-p%' AND email IS NOT NULL") ==
-             kLateFollowups;
-    }, 30s)) << worker->process().log();
     for (int k = 0; k < kLateFollowups; ++k) {
       const std::string pid = "late-p" + std::to_string(k);
       ASSERT_GE(producer.send("crm.followups", pid,
@@ -208,10 +196,21 @@ TEST(ExternalScenario, EveryApiDownWhileKafkaConsumptionGoesOn) {
                                         R"(","kind":"email","due_at":")" + now + R"("})")),
                 0);
     }
+    ASSERT_TRUE(wait_until([&] {
+      return s.db().count("SELECT count(*) FROM followups WHERE id LIKE 'late-f%' AND status = 'scheduled'"
+                          " AND last_error LIKE 'waiting for the prospect%'") == kLateFollowups;
+    }, 30s)) << worker->process().log();
+    for (int k = 0; k < kLateFollowups; ++k) {
+      const std::string pid = "late-p" + std::to_string(k);
+      ASSERT_GE(producer.send("crm.outreach.events", pid,
+                              discovered_event("late-d" + std::to_string(k), pid, "Late",
+                                               now, R"("email":")" + pid + R"(@example.com")")),
+                0);
+    }
   }
   ASSERT_TRUE(wait_until([&] {
     return s.db().count("SELECT count(*) FROM followups WHERE id LIKE 'late-f%' AND status = 'scheduled'"
-                        " AND attempts >= 1") == kLateFollowups;
+                        " AND last_error LIKE 'SendGrid%'") == kLateFollowups;
   }, 30s)) << worker->process().log();
 
   std::this_thread::sleep_until(down_since + outage);
