@@ -319,6 +319,7 @@ class FileReader {
         {"send_window", string_field(c.followups.send_window)},
         {"send_on_weekends", bool_field(c.followups.send_on_weekends)},
         {"default_time_zone", string_field(c.followups.default_time_zone)},
+        {"prospect_wait", duration_field(c.followups.prospect_wait, Millis{0}, hours(7 * 24))},
     };
     // Weights are never negative: a score that only grows crosses the
     // threshold once, whatever order the events arrive in.
@@ -1126,6 +1127,7 @@ std::string render_effective(const Config& c) {
   put(out, "send_window", quote(c.followups.send_window));
   put(out, "send_on_weekends", c.followups.send_on_weekends ? "true" : "false");
   put(out, "default_time_zone", quote(c.followups.default_time_zone));
+  put(out, "prospect_wait", quote(format_duration(c.followups.prospect_wait)));
 
   out << "\n[lead_score]\n";
   put(out, "threshold", std::to_string(c.lead_score.threshold));

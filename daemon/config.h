@@ -153,6 +153,10 @@ struct FollowupsConfig {
   bool send_on_weekends = false;
   // For prospects without a (known) time zone. An IANA name.
   std::string default_time_zone = "UTC";
+  // How long a follow-up email that came due before its prospect was
+  // discovered (no address, no crm.prospect.discovered applied yet) waits
+  // for it before it is given up; 0 = not at all.
+  Millis prospect_wait{3600 * 1000};
   bool operator==(const FollowupsConfig&) const = default;
 };
 

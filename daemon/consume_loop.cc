@@ -474,6 +474,9 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     if (!e.guarded) widen(ranges, e.msg);
   }
   if (!ranges.empty()) {
+    // Before the record: a commit whose answer is lost may still have
+    // written the row.
+    for (Entry& e : batch_) e.recorded = true;
     const std::vector<db::OffsetRange> rows = as_rows(ranges);
     std::vector<db::OffsetRange> crashed;
     Status s = db_.transact([&](pqxx::work& tx) {
@@ -487,7 +490,6 @@ Status ConsumeLoop::apply_chunk(Applied& done) {
     for (Entry& e : batch_) {
       if (!e.guarded && skip.count({partition_of(e.msg), e.msg.origin.offset})) e.crashed_before = true;
       e.guarded = true;
-      e.recorded = true;
     }
   }
   // One transaction holds at most batch_max_events events (and at least

@@ -10,6 +10,7 @@
 #include "daemon/core/backoff.h"
 #include "daemon/executor_loop.h"
 #include "daemon/core/crash_point.h"
+#include "daemon/core/time.h"
 #include "daemon/logging.h"
 #include "handlers/routing.h"
 #include "http/retry.h"
@@ -126,6 +127,9 @@ Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
   options.lease = config_.sendgrid.timeout + kLeaseMargin;
   options.window = window_;
   options.now = now;
+  options.prospect_wait = config_.followups.prospect_wait;
+  options.prospect_look_min = config_.retry.initial_backoff;
+  options.prospect_look_max = config_.retry.max_backoff;
 
   // Reminders and alerts, many at once: fired into the Slack outbox inside
   // the claim's own transaction.
@@ -170,19 +174,31 @@ Result<FirePass> FollowupExecutor::fire_due(std::optional<Timestamp> now) {
       claim = db::claim_due(tx, options);
       std::vector<std::string> prospects;
       for (const auto& f : claim.fired) prospects.push_back(f.prospect_id);
+      for (const auto& f : claim.given_up) prospects.push_back(f.prospect_id);
       db::refresh_next_follow_up(tx, prospects);
       return Status::ok();
     });
     if (!s) return s;
     pass.cancelled += claim.cancelled;
     pass.deferred += claim.deferred;
-    pass.more = pass.more || claim.cancelled + claim.deferred + claim.fired.size() > 0;
+    pass.waiting += static_cast<int>(claim.waiting.size());
+    pass.dead += static_cast<int>(claim.given_up.size());
+    pass.more = pass.more || claim.cancelled + claim.deferred + claim.fired.size() + claim.waiting.size() +
+                                     claim.given_up.size() > 0;
+    for (const auto& f : claim.waiting) {
+      log::info("follow-up email waits for its prospect's discovery",
+                {{"followup_id", f.id}, {"prospect_id", f.prospect_id}});
+    }
+    for (const auto& f : claim.given_up) {
+      log::error("follow-up email not sent, giving up: its prospect was never discovered",
+                 {{"followup_id", f.id}, {"prospect_id", f.prospect_id},
+                  {"waited", format_duration(config_.followups.prospect_wait)}});
+    }
     for (const auto& f : claim.fired) {
       crash_point("after_followup_sending");
       switch (send_email(f)) {
         case SendResult::kSent: ++pass.sent; break;
         case SendResult::kRetry: ++pass.retried; break;
-        case SendResult::kWait: ++pass.waiting; break;
         case SendResult::kDead: ++pass.dead; break;
         case SendResult::kInDoubt: ++pass.in_doubt; break;
       }
@@ -203,22 +219,6 @@ FollowupExecutor::SendResult FollowupExecutor::send_email(const db::ClaimedFollo
     template_id = config_.sendgrid.followup_template;
   }
   std::string refusal;
-  if ((!f.email || f.email->empty()) && !f.prospect_discovered) {
-    // The timer and the prospect come on different topics, and the
-    // prospect's discovery may simply not be applied yet: wait for it, with
-    // the retries' backoff and budget, rather than give the email up.
-    std::string error = "waiting for the prospect: no crm.prospect.discovered of it is applied yet";
-    SendResult result = SendResult::kWait;
-    if (f.attempts >= config_.retry.max_attempts) {
-      result = SendResult::kDead;
-      error = "the prospect was never discovered: no crm.prospect.discovered of it applied after " +
-              std::to_string(f.attempts) + " attempts, giving up";
-    }
-    if (Status s = finish(f, result, http::Response{}, error); !s) {
-      log::error("could not record a follow-up's end", {{"followup_id", f.id}, {"error", s.message()}});
-    }
-    return result;
-  }
   if (!f.email || f.email->empty()) {
     refusal = "the prospect has no email address";
   } else if (template_id.empty()) {
@@ -286,7 +286,7 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
   }
   Millis delay{0};
   std::optional<Millis> after;
-  if (result == SendResult::kRetry || result == SendResult::kWait) {
+  if (result == SendResult::kRetry) {
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     delay = backoff_delay(f.attempts - 1, config_.retry.initial_backoff, config_.retry.max_backoff,
                           unit(rng_));
@@ -308,7 +308,6 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
           db::mark_sent(tx, f, instance_, message_id);
           break;
         case SendResult::kRetry:
-        case SendResult::kWait:
           db::mark_retry(tx, f, instance_, delay, config_.retry.max_attempts, error);
           // A 429 says SendGrid is full for everyone: hold every instance.
           if (after) db::hold_api_slot(tx, "sendgrid", *after);
@@ -334,12 +333,6 @@ Status FollowupExecutor::finish(const db::ClaimedFollowup& f, SendResult result,
                 {{"followup_id", f.id}, {"attempt", f.attempts},
                  {"max_attempts", config_.retry.max_attempts},
                  {"retry_in_ms", static_cast<long long>(delay.count())}, {"error", error}});
-      break;
-    case SendResult::kWait:
-      log::info("follow-up email waits for its prospect's discovery",
-                {{"followup_id", f.id}, {"prospect_id", f.prospect_id}, {"attempt", f.attempts},
-                 {"max_attempts", config_.retry.max_attempts},
-                 {"retry_in_ms", static_cast<long long>(delay.count())}});
       break;
     case SendResult::kDead:
       log::error("follow-up email not sent, giving up", {{"followup_id", f.id}, {"error", error}});

@@ -80,9 +80,7 @@ class FollowupExecutor {
   void run(const std::atomic<bool>& stop);
 
  private:
-  // kWait: not sent because the prospect's discovery is not applied yet;
-  // tried again like a refusal, but no API refused anything.
-  enum class SendResult { kSent, kRetry, kWait, kDead, kInDoubt };
+  enum class SendResult { kSent, kRetry, kDead, kInDoubt };
   SendResult send_email(const db::ClaimedFollowup& f);
   Status finish(const db::ClaimedFollowup& f, SendResult result, const http::Response& response,
                 const std::string& error);

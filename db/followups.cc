@@ -11,7 +11,15 @@ namespace json = boost::json;
 
 // $1 kinds (JSON array), $2 limit, $3 owner, $4 lease per email (ms),
 // $5 now (NULL: the database's), $6 default zone, $7 window start, $8 end
-// (minutes), $9 weekends.
+// (minutes), $9 weekends, $10 how long an email waits for its prospect's
+// discovery (ms), $11 and $12 the shortest and longest wait between two
+// looks (ms).
+//
+// An email whose prospect has no address and no crm.prospect.discovered
+// applied yet stays `scheduled` (`waiting`): looked at again after as long
+// as it has waited so far, within $11..$12, and `dead` once it has waited
+// $10. Decided here, so it never becomes `sending`: a crash cannot leave an
+// email in doubt that was never asked for.
 //
 // The row lock taken here is the one a cancelling event's transaction
 // needs to cancel the row (kCancelFollowups), so the two serialize: either
@@ -32,7 +40,8 @@ due AS (
   FOR UPDATE OF f SKIP LOCKED
 ), chk AS (
   SELECT f.id, x.event_id, x.occurred_at, x.reason, p.email, p.name, p.company,
-    p.profile_updated_at IS NOT NULL AS discovered,
+    f.kind = 'email' AND COALESCE(p.email, '') = '' AND p.profile_updated_at IS NULL AS undiscovered,
+    f.wait_started_at,
     CASE WHEN f.kind = 'email'
          THEN crm_send_window_start(clock.now, p.time_zone, $6, $7, $8, $9) END AS allowed_at
   FROM due JOIN followups f ON f.id = due.id CROSS JOIN clock
@@ -42,16 +51,31 @@ due AS (
 ), verdict AS (
   SELECT chk.*, clock.now,
     CASE WHEN chk.event_id IS NOT NULL THEN 'cancelled'
+         WHEN chk.undiscovered
+              AND clock.now - COALESCE(chk.wait_started_at, clock.now) >= $10::bigint * interval '1 millisecond'
+           THEN 'dead'
+         WHEN chk.undiscovered THEN 'waiting'
          WHEN chk.allowed_at > clock.now THEN 'scheduled'
-         ELSE 'sending' END AS next
+         ELSE 'sending' END AS next,
+    clock.now + LEAST(GREATEST(clock.now - COALESCE(chk.wait_started_at, clock.now),
+                               $11::bigint * interval '1 millisecond'),
+                      $12::bigint * interval '1 millisecond') AS look_again_at
   FROM chk CROSS JOIN clock
 )
 UPDATE followups f SET
-  status = v.next,
+  status = CASE WHEN v.next = 'waiting' THEN 'scheduled' ELSE v.next END,
   cancel_reason = CASE WHEN v.next = 'cancelled' THEN v.reason ELSE f.cancel_reason END,
   cancelled_by_event = CASE WHEN v.next = 'cancelled' THEN v.event_id ELSE f.cancelled_by_event END,
   cancelled_at = CASE WHEN v.next = 'cancelled' THEN v.occurred_at ELSE f.cancelled_at END,
-  next_attempt_at = CASE WHEN v.next = 'scheduled' THEN v.allowed_at ELSE f.next_attempt_at END,
+  next_attempt_at = CASE WHEN v.next = 'scheduled' THEN v.allowed_at
+                         WHEN v.next = 'waiting' THEN v.look_again_at
+                         ELSE f.next_attempt_at END,
+  wait_started_at = CASE WHEN v.next = 'waiting' THEN COALESCE(f.wait_started_at, v.now) ELSE f.wait_started_at END,
+  last_error = CASE WHEN v.next = 'waiting'
+                    THEN 'waiting for the prospect: no crm.prospect.discovered of it is applied yet'
+                    WHEN v.next = 'dead'
+                    THEN 'the prospect was never discovered: no crm.prospect.discovered of it was applied within followups.prospect_wait, giving up'
+                    ELSE f.last_error END,
   attempts = f.attempts + CASE WHEN v.next = 'sending' THEN 1 ELSE 0 END,
   lease_owner = CASE WHEN v.next = 'sending' THEN $3 ELSE f.lease_owner END,
   lease_expires_at = CASE WHEN v.next = 'sending'
@@ -64,7 +88,7 @@ WHERE f.id = v.id
 RETURNING f.id, f.status, f.kind, f.prospect_id, v.email, v.name, v.company, f.template,
   f.email_id, f.call_id, f.deal_id, f.sequence_step,
   (extract(epoch FROM f.due_at) * 1000000)::bigint, (extract(epoch FROM v.now) * 1000000)::bigint,
-  f.attempts, v.discovered
+  f.attempts, v.next
 )SQL";
 
 constexpr const char* kQueueNotifications = R"SQL(
@@ -157,8 +181,7 @@ constexpr const char* kFindInDoubt = R"SQL(
 SELECT f.id, f.status, f.kind, f.prospect_id, p.email, p.name, p.company, f.template,
   f.email_id, f.call_id, f.deal_id, f.sequence_step,
   (extract(epoch FROM f.due_at) * 1000000)::bigint,
-  (extract(epoch FROM COALESCE(f.claimed_at, now())) * 1000000)::bigint, f.attempts,
-  p.profile_updated_at IS NOT NULL
+  (extract(epoch FROM COALESCE(f.claimed_at, now())) * 1000000)::bigint, f.attempts
 FROM followups f LEFT JOIN prospects p ON p.id = f.prospect_id
 WHERE f.id = $1 AND f.status = 'failed'
 )SQL";
@@ -211,7 +234,6 @@ ClaimedFollowup followup_row(const pqxx::row& r) {
   f.due_at = as_timestamp(r[12]);
   f.claimed_at = as_timestamp(r[13]);
   f.attempts = r[14].as<int>();
-  f.prospect_discovered = r[15].as<bool>();
   return f;
 }
 
@@ -225,18 +247,23 @@ ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& o) {
   const pqxx::result rows =
       tx.exec_params(kClaim, to_json(o.kinds), o.limit, o.owner,
                      static_cast<long long>(o.lease.count()), opt(now), o.window.default_zone,
-                     o.window.start_min, o.window.end_min, o.window.weekends);
+                     o.window.start_min, o.window.end_min, o.window.weekends,
+                     static_cast<long long>(o.prospect_wait.count()),
+                     static_cast<long long>(o.prospect_look_min.count()),
+                     static_cast<long long>(o.prospect_look_max.count()));
   for (const auto& r : rows) {
-    const std::string status = r[1].as<std::string>();
-    if (status == "cancelled") {
+    const std::string next = r[15].as<std::string>();
+    if (next == "cancelled") {
       ++out.cancelled;
-      continue;
-    }
-    if (status == "scheduled") {
+    } else if (next == "scheduled") {
       ++out.deferred;
-      continue;
+    } else if (next == "waiting") {
+      out.waiting.push_back(followup_row(r));
+    } else if (next == "dead") {
+      out.given_up.push_back(followup_row(r));
+    } else {
+      out.fired.push_back(followup_row(r));
     }
-    out.fired.push_back(followup_row(r));
   }
   return out;
 }

@@ -44,6 +44,12 @@ struct ClaimOptions {
   Millis lease{15000};
   SendWindow window;
   std::optional<Timestamp> now;    // tests: a fake clock
+  // An email whose prospect is not discovered yet (no address, no
+  // crm.prospect.discovered applied) waits this long for it, looked at
+  // again after as long as it has waited, within these bounds.
+  Millis prospect_wait{3600 * 1000};
+  Millis prospect_look_min{1000};
+  Millis prospect_look_max{600 * 1000};
 };
 
 struct ClaimedFollowup {
@@ -61,20 +67,22 @@ struct ClaimedFollowup {
   Timestamp due_at;
   Timestamp claimed_at;                 // the database's clock
   int attempts = 0;                     // this one included
-  // A crm.prospect.discovered of the prospect is applied: its address, if
-  // it has one, is known.
-  bool prospect_discovered = false;
 };
 
 struct ClaimResult {
   std::vector<ClaimedFollowup> fired;   // now `sending`
   int cancelled = 0;                    // cancelled by the re-check
   int deferred = 0;                     // moved to the next send window
+  // Emails whose prospect is not discovered yet: still `scheduled`, or
+  // `dead` once they have waited ClaimOptions::prospect_wait.
+  std::vector<ClaimedFollowup> waiting;
+  std::vector<ClaimedFollowup> given_up;
 };
 
 // Takes due timers of the given kinds (FOR UPDATE SKIP LOCKED: any number
 // of executors share them), re-checks the cancellation rule on each, moves
-// emails outside the send window, and marks the rest `sending`. Emails are
+// emails outside the send window, keeps emails whose prospect is not
+// discovered yet waiting for it, and marks the rest `sending`. Emails are
 // not claimed while SendGrid's shared slot is held (after a 429).
 ClaimResult claim_due(pqxx::transaction_base& tx, const ClaimOptions& options);
 

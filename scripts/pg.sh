@@ -8,13 +8,15 @@
 #                                     `start DIR` restarts it on the same port
 #   scripts/pg.sh url DIR [DBNAME]    print a postgresql:// URL for it
 #
-# PG_SERVER_ENV, if set, holds NAME=VALUE words (no spaces inside) added to
-# the server's environment at start, and to nothing else: tests run the
-# server alone under libfaketime this way. Preloading libfaketime into this
-# script instead would break it: libfaketime shares its state through a
-# semaphore that the first preloaded process creates, owned by that user and
-# gone when it exits, and the commands run here as `postgres` could not open
-# it.
+# PG_SERVER_ENV, if set, holds NAME=VALUE words (no spaces inside, one line)
+# added to the environment of `pg_ctl start` and so of the server it starts,
+# and of nothing else this script runs: tests run the server under
+# libfaketime this way. pg_ctl needs them too: `pg_ctl -w` accepts the
+# server only once its recorded start time is no more than 2 s before
+# pg_ctl's own clock. Preloading libfaketime into this script instead
+# breaks it: libfaketime shares its state through a semaphore that the
+# first preloaded process creates, owned by that user and gone when it
+# exits, and the commands run here as `postgres` could not open it.
 #
 # DIR holds everything: data/ (the cluster), the unix socket, log (the server
 # log), port, and conninfo (a libpq keyword string for the superuser, e.g.
@@ -141,6 +143,7 @@ start_server() {
   local dir=$1 port attempt log_size word
   local -a server_env=()
   if [[ -n ${PG_SERVER_ENV:-} ]]; then
+    [[ $PG_SERVER_ENV != *$'\n'* ]] || die "PG_SERVER_ENV must be one line"
     read -r -a server_env <<<"$PG_SERVER_ENV"
     for word in "${server_env[@]}"; do
       [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "PG_SERVER_ENV: '$word' is not NAME=VALUE"

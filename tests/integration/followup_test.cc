@@ -359,20 +359,30 @@ TEST_F(FollowupTest, RefusalsAreRetriedWithBackoffAndA4xxEndsIt) {
 }
 
 // Timers and prospects come on different topics: a follow-up can come due
-// before its prospect's discovery is applied. It waits for it with the
-// retries' backoff and budget (no request, no SendGrid retry counted) and
-// goes to the address the discovery brings. A prospect discovered without
-// an address is given up at once; one never discovered, after
-// retry.max_attempts.
+// before its prospect's discovery is applied. It waits for it, decided in
+// the claim (never `sending`, so no crash can leave it in doubt; no request
+// and no attempt spent), looked at again at growing intervals, and goes to
+// the address the discovery brings. A prospect discovered without an
+// address is given up at once; one never discovered, after
+// followups.prospect_wait.
 TEST_F(FollowupTest, AnEmailDueBeforeItsProspectIsDiscoveredWaitsForIt) {
-  config_.retry.max_attempts = 4;
+  config_.retry.initial_backoff = Millis{20};
   apply({schedule("f1", "p1", "email", just_due())});
   const FirePass first = fire();
   EXPECT_EQ(first.waiting, 1);
-  EXPECT_EQ(first.dead + first.retried + first.sent, 0);
-  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts, last_error) FROM followups WHERE id = 'f1'"),
-            "scheduled|1|waiting for the prospect: no crm.prospect.discovered of it is applied yet");
+  EXPECT_EQ(first.dead + first.retried + first.sent + first.in_doubt, 0);
+  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts, lease_owner IS NULL, claimed_at IS NULL, last_error)"
+              " FROM followups WHERE id = 'f1'"),
+            "scheduled|0|t|t|waiting for the prospect: no crm.prospect.discovered of it is applied yet");
+  // Looked at again after initial_backoff, then after as long as it has
+  // waited so far (at most max_backoff).
+  EXPECT_EQ(q("SELECT next_attempt_at - wait_started_at = interval '20 milliseconds' FROM followups"
+              " WHERE id = 'f1'"),
+            "t");
   ASSERT_TRUE(wait_until([&] { return fire().waiting == 1; }, 3s));
+  EXPECT_EQ(q("SELECT next_attempt_at - updated_at = LEAST(updated_at - wait_started_at, interval '200 milliseconds')"
+              " AND updated_at - wait_started_at >= interval '20 milliseconds' FROM followups WHERE id = 'f1'"),
+            "t");
   EXPECT_EQ(sends(), 0u);
 
   apply({discovered("p1", "2026-03-01T09:00:00Z")});
@@ -380,23 +390,33 @@ TEST_F(FollowupTest, AnEmailDueBeforeItsProspectIsDiscoveredWaitsForIt) {
   ASSERT_EQ(sends(), 1u);
   const Received r = sendgrid_.requests("/v3/mail/send")[0];
   EXPECT_EQ(json::parse(r.body).at("personalizations").at(0).at("to").at(0).at("email"), "p1@example.com");
-  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts) FROM followups WHERE id = 'f1'"), "sent|3");
+  EXPECT_EQ(q("SELECT concat_ws('|', status, attempts) FROM followups WHERE id = 'f1'"), "sent|1");
 
-  // Discovered without an address: nothing will bring one, so dead at once.
+  // Discovered without an address: dead at once.
   apply({ev("crm.prospect.discovered", "2026-03-01T09:00:00Z", R"({"prospect_id":"p2","name":"Bo"})"),
          schedule("f2", "p2", "email", just_due())});
   EXPECT_EQ(fire().dead, 1);
   EXPECT_EQ(q("SELECT concat_ws('|', status, attempts, last_error) FROM followups WHERE id = 'f2'"),
             "dead|1|the prospect has no email address");
 
-  // Never discovered: given up after retry.max_attempts, never sent.
+  // Never discovered: given up once it has waited prospect_wait, never
+  // sent, no attempt spent.
+  config_.followups.prospect_wait = Millis{300};
   apply({schedule("f3", "p3", "email", just_due())});
   ASSERT_TRUE(wait_until([&] { fire(); return q("SELECT status FROM followups WHERE id = 'f3'") == "dead"; }, 5s));
   EXPECT_EQ(q("SELECT concat_ws('|', attempts, last_error) FROM followups WHERE id = 'f3'"),
-            "4|the prospect was never discovered: no crm.prospect.discovered of it applied after 4 attempts, "
-            "giving up");
+            "0|the prospect was never discovered: no crm.prospect.discovered of it was applied within "
+            "followups.prospect_wait, giving up");
+  EXPECT_EQ(q("SELECT updated_at - wait_started_at >= interval '300 milliseconds' FROM followups WHERE id = 'f3'"),
+            "t");
   EXPECT_EQ(sends(), 1u);
   EXPECT_EQ(metric_sum(metrics_text(metrics_), "crm_worker_retries_total{api=\"sendgrid\""), 0);
+
+  // "0s": no wait at all.
+  config_.followups.prospect_wait = Millis{0};
+  apply({schedule("f4", "p4", "email", just_due())});
+  EXPECT_EQ(fire().dead, 1);
+  EXPECT_EQ(q("SELECT status FROM followups WHERE id = 'f4'"), "dead");
 }
 
 // A 429 is SendGrid saying "not now" to the whole account: every email of

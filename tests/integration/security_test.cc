@@ -234,8 +234,8 @@ TEST(Security, NoSecretReachesLogsMetricsHealthTablesDeadLettersOrCommandOutput)
              {{"entity_type", "company"}, {"entity_id", "c1"}, {"operation", "upsert"}})},
   };
   // The follow-up's topic is not ordered with its prospect's: it goes once
-  // the prospect (and its address) is applied, or it could fire first and
-  // die for want of an address.
+  // the prospect (and its address) is applied, so that it is sent at once
+  // rather than after waiting for its prospect.
   for (const auto& [topic, value] : valid) {
     if (topic == kFollowupsTopic) {
       ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM prospects WHERE id = 'p2'") == 1; }, 60s))

@@ -180,6 +180,7 @@ stale_deal_after = "0s"
 send_window = "09:30-17:00"
 send_on_weekends = true
 default_time_zone = "Europe/Berlin"
+prospect_wait = "20m"
 
 [consumer]
 batch_max_events = 100
@@ -231,6 +232,7 @@ crash_attempts = 5
   EXPECT_EQ(c.followups.send_window, "09:30-17:00");
   EXPECT_TRUE(c.followups.send_on_weekends);
   EXPECT_EQ(c.followups.default_time_zone, "Europe/Berlin");
+  EXPECT_EQ(c.followups.prospect_wait, Millis{20 * 60 * 1000});
   EXPECT_EQ(c.consumer.batch_max_events, 100);
   EXPECT_EQ(c.consumer.batch_max_wait, Millis{0});
   EXPECT_EQ(c.consumer.drain_timeout, Millis{5000});

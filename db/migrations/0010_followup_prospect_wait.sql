@@ -1,0 +1,11 @@
+-- 0010_followup_prospect_wait: an email follow-up that comes due before its
+-- prospect is discovered waits for it.
+--
+-- Timers (crm.followups) and prospects (crm.outreach.events) come on
+-- different topics, so a timer can come due before its prospect's
+-- crm.prospect.discovered is applied, with no address to send to yet. The
+-- claim then keeps it `scheduled`, looks again later, and gives it up
+-- (`dead`) only once followups.prospect_wait has passed since it first
+-- waited: this column is that moment. Waiting asks nothing of SendGrid, so
+-- it takes nothing from `attempts`.
+ALTER TABLE followups ADD COLUMN wait_started_at timestamptz;
