@@ -328,8 +328,8 @@ TEST(ConsumeLoopStatistics, GrowingTablesAreAnalysedUnderTheRuntimeRole) {
 }
 
 // The database refuses an event, with a transient error, while the table
-// `refuse` names it.
-void refuse_events_named_in_a_table(const TestDatabase& db) {
+// `refuse` names it; it names `first` to begin with.
+void refuse_events_named_in_a_table(const TestDatabase& db, const std::string& first) {
   db.scalar("CREATE TABLE refuse (event_id text PRIMARY KEY)");
   db.scalar(R"(CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -339,6 +339,19 @@ BEGIN
   RETURN NEW;
 END $$)");
   db.scalar("CREATE TRIGGER refuse BEFORE INSERT ON processed_events FOR EACH ROW EXECUTE FUNCTION refuse_event()");
+  auto c = db.connect();
+  pqxx::work tx(*c);
+  tx.exec_params0("INSERT INTO refuse VALUES ($1)", first);
+  tx.commit();
+}
+
+// `events` discovered events, "<prefix><i>" each for a prospect p<i> of its
+// own.
+void produce_one_per_prospect(Producer& producer, const std::string& prefix, int events) {
+  for (int i = 0; i < events; ++i) {
+    const std::string pid = "p" + std::to_string(i);
+    ASSERT_GE(producer.send(kOutreach, pid, discovered_event(prefix + std::to_string(i), pid, "N", event_time(i))), 0);
+  }
 }
 
 // Lanes (database.pool_size, 2 by default): a chunk is applied as
@@ -348,14 +361,10 @@ END $$)");
 TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
   DevBrokerProcess broker(1, 1);  // one partition: its messages go to both lanes
   TestDatabase db;
-  refuse_events_named_in_a_table(db);
-  db.scalar("INSERT INTO refuse VALUES ('lane-50')");
+  refuse_events_named_in_a_table(db, "lane-50");
   Producer producer(broker.bootstrap());
   const int events = 100;  // one chunk, each for a prospect of its own
-  for (int i = 0; i < events; ++i) {
-    const std::string pid = "p" + std::to_string(i);
-    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("lane-" + std::to_string(i), pid, "N", event_time(i))), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(produce_one_per_prospect(producer, "lane-", events));
   {
     WorkerProcess worker(db, broker.bootstrap());
     ASSERT_TRUE(wait_until([&] { return db.count("SELECT count(*) FROM processed_events") > 0; }, 60s))
@@ -390,14 +399,10 @@ TEST(ConsumeLoopLanes, AFailingLaneHoldsItsPartitionsOffsetsBack) {
 TEST(ConsumeLoopLanes, OffsetsAppliedPastAFailedLaneAreReleasedWithIt) {
   DevBrokerProcess broker(1, 1);
   TestDatabase db;
-  refuse_events_named_in_a_table(db);
-  db.scalar("INSERT INTO refuse VALUES ('lane-50')");
+  refuse_events_named_in_a_table(db, "lane-50");
   Producer producer(broker.bootstrap());
   const int events = 256;
-  for (int i = 0; i < events; ++i) {
-    const std::string pid = "p" + std::to_string(i);
-    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("lane-" + std::to_string(i), pid, "N", event_time(i))), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(produce_one_per_prospect(producer, "lane-", events));
   // A linger long enough for the first batch to hold all 256.
   WorkerProcess worker(db, broker.bootstrap(), {}, "[consumer]\nbatch_max_wait = \"2s\"\n");
   // Rounds 1 to 3 committed: all but the 32 of round 4.
@@ -421,14 +426,10 @@ TEST(ConsumeLoopLanes, OffsetsAppliedPastAFailedLaneAreReleasedWithIt) {
 TEST(ConsumeLoopGuard, StoppingWhileABatchKeepsFailingLeavesNoGuardRow) {
   DevBrokerProcess broker(1, 1);
   TestDatabase db;
-  refuse_events_named_in_a_table(db);
-  db.scalar("INSERT INTO refuse VALUES ('stop-5')");
+  refuse_events_named_in_a_table(db, "stop-5");
   Producer producer(broker.bootstrap());
   const int events = 10;
-  for (int i = 0; i < events; ++i) {
-    const std::string pid = "p" + std::to_string(i);
-    ASSERT_GE(producer.send(kOutreach, pid, discovered_event("stop-" + std::to_string(i), pid, "N", event_time(i))), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(produce_one_per_prospect(producer, "stop-", events));
   {
     // One lane, so the whole batch fails with stop-5; a short drain.
     WorkerProcess worker(db, broker.bootstrap(), {},
