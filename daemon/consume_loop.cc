@@ -161,26 +161,20 @@ void ConsumeLoop::drop_revoked() {
   std::set<queue::TopicPartition> revoked = consumer_.take_revoked();
   if (revoked.empty()) return;
   auto gone = [&](const Entry& e) { return revoked.count(partition_of(e.msg)) != 0; };
-  std::set<queue::TopicPartition> guarded_lost;
-  for (const Entry& e : batch_) {
-    if (e.recorded && gone(e)) guarded_lost.insert(partition_of(e.msg));
+  // Given up alive: this worker's ranges and counts there go (if it holds any).
+  std::set<queue::TopicPartition> mine;
+  for (const auto& tp : own_partitions()) {
+    if (revoked.count(tp)) mine.insert(tp);
   }
   size_t before = batch_.size() + next_.size();
   std::erase_if(batch_, gone);
   std::erase_if(next_, gone);
   recount_batch_bytes();
-  // Looked up again if they come back: another worker may have died on them.
-  for (const auto& tp : revoked) solo_ranges_.erase(tp);
-  // Given up alive: this worker's ranges and counts there go (if it holds any).
-  std::set<queue::TopicPartition> mine;
-  for (const auto& tp : guarded_lost) mine.insert(tp);
-  for (const auto& [tp, offset] : held_) {
-    if (revoked.count(tp)) mine.insert(tp);
-  }
   for (const auto& tp : revoked) {
-    const bool unreleased = unreleased_.erase(tp) > 0;
-    const bool ahead = ahead_.erase(tp) > 0;
-    if (unreleased || ahead) mine.insert(tp);
+    // Looked up again if they come back: another worker may have died on them.
+    solo_ranges_.erase(tp);
+    unreleased_.erase(tp);
+    ahead_.erase(tp);
   }
   if (!mine.empty()) give_up(mine);
   size_t dropped = before - batch_.size() - next_.size();
